@@ -1,0 +1,134 @@
+"""Command-line plumbing shared by the scripts: argument types, error handling, outputs.
+
+Every script's ``main`` is wrapped by :func:`run_main`, so that bad input (a missing file, a
+malformed CSV, an impossible flag value) ends in one line on stderr and exit code 2 instead of
+a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from datamodules.csv_io import DataError
+
+USAGE_ERROR = 2
+
+
+class UsageError(ValueError):
+    """An impossible combination of options, found after argument parsing."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is reported in one line (no usage block) with exit code 2."""
+
+    def error(self, message: str):
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, seed_default: int = 22) -> None:
+    """--data-dir and --seed, the same in every script."""
+    parser.add_argument(
+        "--data-dir",
+        type=existing_path,
+        default=None,
+        help="folder, zip or CSV with sign_mnist_train.csv / sign_mnist_test.csv "
+        "(.csv or .csv.gz; default: the copy shipped in data/)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=seed_default, help=f"random seed (default {seed_default}, the reference's)"
+    )
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def existing_path(text: str) -> Path:
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file or directory")
+    return path
+
+
+def run_main(main, argv=None) -> int:
+    """Call ``main(argv)``; turn expected failures into a one-line error and exit code 2."""
+    # Errors the user can fix by changing the input; anything else is a bug and keeps its traceback.
+    from reduction.backend import BackendError
+
+    try:
+        result = main(argv)
+    except (DataError, UsageError, BackendError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0 if result is None else int(result)
+
+
+def write_json(path: str | Path, payload) -> Path:
+    """Write ``payload`` as indented JSON, atomically (a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _json_default(value):
+    if hasattr(value, "item"):  # NumPy / torch scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+class Progress:
+    """Progress lines for long loops: ``[3/10] label ... 12.3 s elapsed, ~28 s left``."""
+
+    def __init__(self, total: int, title: str, stream=None) -> None:
+        self.total, self.title, self.done = total, title, 0
+        self.stream = stream or sys.stderr
+        self.start = time.perf_counter()
+
+    def step(self, label: str = "") -> None:
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / self.done * (self.total - self.done)
+        print(
+            f"[{self.title} {self.done}/{self.total}] {label} ... "
+            f"{elapsed:.1f} s elapsed, ~{left:.0f} s left",
+            file=self.stream,
+            flush=True,
+        )
