@@ -1,0 +1,52 @@
+"""Shared fixtures and skip markers.
+
+GPU tests are real GPU tests: they skip, naming what is missing, where cuML or CUDA is absent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REAL_DATA_DIR = REPO_ROOT / "data"
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+HAS_CUML = importlib.util.find_spec("cuml") is not None
+HAS_CUDA = _cuda_available()
+
+requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="requires CUDA")
+requires_cuml = pytest.mark.skipif(not (HAS_CUML and HAS_CUDA), reason="requires cuml" if not HAS_CUML else "requires CUDA")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own data cache, so no test depends on another's leftovers."""
+    monkeypatch.setenv("SIGN_MNIST_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def synthetic_data_dir(tmp_path):
+    """A folder with small Kaggle-format CSVs (600 train rows, 240 test rows)."""
+    from datamodules.synthetic import write_synthetic_csvs
+
+    write_synthetic_csvs(tmp_path / "data", n_train=600, n_test=240, seed=0)
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def real_data_dir():
+    if not (REAL_DATA_DIR / "sign_mnist_train.csv.gz").is_file():
+        pytest.skip("the real Sign-MNIST CSVs are not in data/")
+    return REAL_DATA_DIR
