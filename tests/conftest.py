@@ -45,8 +45,15 @@ def synthetic_data_dir(tmp_path):
     return tmp_path / "data"
 
 
+@pytest.fixture(scope="session")
+def _real_data_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("real-data-cache")
+
+
 @pytest.fixture
-def real_data_dir():
+def real_data_dir(_real_data_cache, monkeypatch):
+    """The shipped Kaggle CSVs, with one parse cache shared by the whole session."""
     if not (REAL_DATA_DIR / "sign_mnist_train.csv.gz").is_file():
         pytest.skip("the real Sign-MNIST CSVs are not in data/")
+    monkeypatch.setenv("SIGN_MNIST_CACHE_DIR", str(_real_data_cache))
     return REAL_DATA_DIR
