@@ -210,9 +210,13 @@ def load_split(
     return images, labels
 
 
+_warned: set[tuple[str, str]] = set()
+
+
 def _warn_if_not_kaggle(source: CSVSource, sha256: str) -> None:
     expected = KAGGLE_SHA256.get(source.base_name)
-    if expected is not None and sha256 != expected:
+    if expected is not None and sha256 != expected and (source.name, sha256) not in _warned:
+        _warned.add((source.name, sha256))  # once per file and process, not on every load
         warnings.warn(
             f"{source.name}: sha256 {sha256[:12]}... differs from the Kaggle release "
             f"({expected[:12]}...); using it as your own data",

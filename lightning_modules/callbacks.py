@@ -1,0 +1,84 @@
+"""Callbacks used by the training scripts."""
+
+from __future__ import annotations
+
+import time
+
+from lightning import Callback
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class EpochTimer(Callback):
+    """Wall-clock seconds of each training epoch, validation excluded.
+
+    Lightning runs validation inside the training epoch (before ``on_train_epoch_end``), so the
+    validation time is measured separately and taken off.
+    """
+
+    def __init__(self) -> None:
+        self.train_seconds: list[float] = []
+        self._start = 0.0
+        self._val_start = 0.0
+        self._val_seconds = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._val_seconds = 0.0
+        self._start = time.perf_counter()
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self._val_seconds += time.perf_counter() - self._val_start
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.train_seconds.append(time.perf_counter() - self._start - self._val_seconds)
+
+
+class HistoryLogger(Logger):
+    """Keeps every epoch's logged metrics in memory, for results files and plots.
+
+    A logger rather than a callback: Lightning hands loggers the epoch's metrics after the
+    module's own ``on_*_epoch_end`` hooks have logged them, which callbacks do not see in order.
+    """
+
+    def __init__(self, echo: bool = False, total_epochs: int | None = None) -> None:
+        super().__init__()
+        self.echo, self.total_epochs = echo, total_epochs
+        self._by_epoch: dict[int, dict[str, float]] = {}
+
+    @property
+    def name(self) -> str:
+        return "history"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        metrics = {key: value for key, value in metrics.items() if key.startswith(("train/", "val/", "epoch"))}
+        if "epoch" not in metrics or len(metrics) == 1:  # test metrics belong to no epoch
+            return
+        epoch = int(metrics["epoch"]) + 1
+        row = self._by_epoch.setdefault(epoch, {"epoch": epoch})
+        row.update({key: float(value) for key, value in metrics.items() if key != "epoch"})
+        # Validation is logged before training within an epoch, so train/loss completes the row.
+        if self.echo and "train/loss" in metrics:
+            print(self.format_row(row, self.total_epochs), flush=True)
+
+    @staticmethod
+    def format_row(row: dict[str, float], total_epochs: int | None = None) -> str:
+        of_total = f"/{total_epochs}" if total_epochs else ""
+        values = "  ".join(f"{key} {row[key]:.4f}" for key in sorted(row) if key != "epoch")
+        return f"epoch {row['epoch']}{of_total}  {values}"
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """One row per epoch: ``{"epoch": 1, "train/loss": ..., "val/acc": ...}``."""
+        return [self._by_epoch[epoch] for epoch in sorted(self._by_epoch)]

@@ -1,0 +1,166 @@
+"""Train and test one MLP setting; the logic behind ``scripts/train_mlp.py`` and the sweep."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from datamodules import SignMNISTDataModule
+from datamodules.cli import UsageError, write_json
+from lightning_modules.callbacks import EpochTimer, HistoryLogger
+from lightning_modules.mlp_module import MLPClassifier, parameter_report
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-3
+    act: str = "relu"
+    epochs: int = 100
+    batch_size: int = 32
+    seed: int = 22
+    data_dir: str | None = None
+    logdir: str = "runs"
+    accelerator: str = "auto"
+    devices: str | int = 1
+    strategy: str = "auto"
+    limit_rows: int | None = None  # first rows of each CSV only, for quick trials and tests
+    echo: bool = True  # print one line per epoch
+
+
+def run_name(act: str, lr: float) -> str:
+    """Folder name of a setting, e.g. ``relu_lr1e-05``: settings overlay in TensorBoard by name."""
+    return f"{act}_lr{lr:.0e}"
+
+
+_RUN_VERSION_ENV = "SIGN_MNIST_RUN_VERSION"
+
+
+def _free_version(root: Path, name: str) -> str:
+    # Never write into an earlier run's folder: its events would mix with the new ones.
+    version, n = name, 1
+    while (root / version).exists():
+        n += 1
+        version = f"{name}_run{n}"
+    return version
+
+
+def device_description(trainer: L.Trainer) -> str:
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)} x{trainer.world_size}"
+    return f"cpu: {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, x{trainer.world_size} processes"
+
+
+def _make_trainer(**kwargs) -> L.Trainer:
+    """A Trainer, with Lightning's complaints about impossible settings turned into UsageError."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return L.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, RuntimeError) as exc:
+        message = " ".join(str(exc).split())  # one line
+        raise UsageError(f"cannot set up training with accelerator={kwargs['accelerator']!r}, "
+                         f"devices={kwargs['devices']!r}, strategy={kwargs['strategy']!r}: {message}") from None
+
+
+def train_mlp(config: TrainConfig) -> dict:
+    """Train, validate each epoch, test; write TensorBoard events and ``results.json``.
+
+    Returns the results dictionary (also written to ``<logdir>/mlp/<run name>/results.json``).
+    """
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    datamodule = SignMNISTDataModule(
+        config.data_dir, batch_size=config.batch_size, seed=config.seed, limit_rows=config.limit_rows
+    )
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = MLPClassifier(lr=config.lr, act=config.act, num_classes=datamodule.num_classes)
+    model.adapt(datamodule.train_images)
+
+    # Under DDP every process runs this function; only rank 0 picks the folder (the launcher
+    # passes it on through the environment so that all ranks agree).
+    root = Path(config.logdir) / "mlp"
+    inherited = os.environ.get(_RUN_VERSION_ENV) if "LOCAL_RANK" in os.environ else None
+    version = inherited or _free_version(root, run_name(config.act, config.lr))
+    os.environ[_RUN_VERSION_ENV] = version
+    try:
+        return _fit_and_test(config, datamodule, model, version)
+    finally:
+        if not inherited:
+            os.environ.pop(_RUN_VERSION_ENV, None)
+
+
+def _fit_and_test(config: TrainConfig, datamodule, model, version: str) -> dict:
+    tensorboard = TensorBoardLogger(config.logdir, name="mlp", version=version, default_hp_metric=False)
+    history = HistoryLogger(echo=config.echo, total_epochs=config.epochs)
+    timer = EpochTimer()
+    checkpoint = ModelCheckpoint(monitor="val/acc", mode="max", filename="best-{epoch}", save_last=False)
+    trainer = _make_trainer(
+        max_epochs=config.epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        strategy=config.strategy,
+        logger=[tensorboard, history],
+        callbacks=[timer, checkpoint],
+        enable_progress_bar=False,  # one summary line per epoch instead (HistoryLogger)
+        enable_model_summary=False,
+        log_every_n_steps=50,
+        num_sanity_val_steps=0,
+    )
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        # Our batches are already tensors in memory: Lightning's advice about DataLoader workers
+        # does not apply.
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # Metrics are logged per epoch, so the per-step logging interval is irrelevant.
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning-internal
+        trainer.fit(model, datamodule)
+        test_metrics = trainer.test(model, datamodule, verbose=False)[0]
+    total_seconds = time.perf_counter() - started
+
+    rows = history.history
+    best = max(rows, key=lambda row: row.get("val/acc", float("-inf"))) if rows else {}
+    results = {
+        **{key: value for key, value in asdict(config).items() if key != "echo"},
+        "run": version,
+        "log_dir": tensorboard.log_dir,
+        "test_loss": test_metrics["test/loss"],
+        "test_acc": test_metrics["test/acc"],
+        "best_val_acc": best.get("val/acc"),
+        "best_epoch": best.get("epoch"),
+        "history": rows,
+        "params": parameter_report(model),
+        "seconds_per_epoch": statistics.median(timer.train_seconds) if timer.train_seconds else None,
+        "total_seconds": total_seconds,
+        "device": device_description(trainer),
+        "world_size": trainer.world_size,
+        "rows": {
+            "train": len(datamodule.arrays.train_labels),
+            "val": len(datamodule.arrays.val_labels),
+            "test": len(datamodule.arrays.test_labels),
+        },
+        "best_checkpoint": checkpoint.best_model_path,
+    }
+    if trainer.is_global_zero:
+        # Fill TensorBoard's HParams tab with the final numbers (not Lightning's -1 placeholder).
+        tensorboard.log_hyperparams(
+            {"lr": config.lr, "act": config.act, "epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed},
+            metrics={
+                "hparams/test_acc": results["test_acc"],
+                "hparams/test_loss": results["test_loss"],
+                "hparams/best_val_acc": results["best_val_acc"] or 0.0,
+            },
+        )
+        tensorboard.finalize("success")
+        write_json(Path(tensorboard.log_dir) / "results.json", results)
+    return results

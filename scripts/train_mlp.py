@@ -1,0 +1,85 @@
+"""Train the study's 200-50-25 MLP on Sign-MNIST for one learning rate and activation.
+
+    python scripts/train_mlp.py --lr 1e-5 --act linear
+    tensorboard --logdir runs
+"""
+
+from __future__ import annotations
+
+import sys
+
+from datamodules.cli import ArgumentParser, add_data_arguments, positive_float, positive_int, run_main
+from lightning_modules.mlp_module import ACTIVATIONS
+
+
+def devices_arg(text: str):
+    """'auto', a positive count, or a comma-separated list of device indices ('0,1')."""
+    if text == "auto":
+        return text
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    parts = text.split(",")
+    if len(parts) > 1 and all(part.strip().isdigit() for part in parts):
+        return [int(part) for part in parts]
+    import argparse
+
+    raise argparse.ArgumentTypeError(f"must be 'auto', a positive number or a list like 0,1; got {text!r}")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="train_mlp.py",
+        description="Train the 200-50-25 MLP (Adam, cross-entropy) on Sign-MNIST, test it, and write "
+        "TensorBoard events and results.json under LOGDIR/mlp/<act>_lr<lr>/.",
+    )
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    parser.add_argument("--act", choices=sorted(ACTIVATIONS), default="relu", help="hidden-layer activation (default relu)")
+    parser.add_argument("--epochs", type=positive_int, default=100, help="training epochs (default 100)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
+    add_data_arguments(parser)
+    parser.add_argument("--logdir", default="runs", help="root folder of TensorBoard runs (default runs)")
+    parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda", "mps"], help="Lightning accelerator (default auto)")
+    parser.add_argument("--devices", type=devices_arg, default=1, help="number of devices/processes, or 'auto' (default 1)")
+    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
+    parser.add_argument("--limit-rows", type=positive_int, default=None, help="use only the first N rows of each CSV (quick trials)")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    from lightning_modules.training import TrainConfig, train_mlp
+
+    config = TrainConfig(
+        lr=args.lr,
+        act=args.act,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        data_dir=str(args.data_dir) if args.data_dir else None,
+        logdir=args.logdir,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        strategy=args.strategy,
+        limit_rows=args.limit_rows,
+        echo=not args.quiet,
+    )
+    results = train_mlp(config)
+    if results["world_size"] > 1 and not _is_rank_zero():
+        return
+    print(
+        f"{results['run']}: test accuracy {results['test_acc']:.4f}, test loss {results['test_loss']:.4f}, "
+        f"best validation accuracy {results['best_val_acc']:.4f} (epoch {results['best_epoch']}), "
+        f"{results['seconds_per_epoch']:.2f} s/epoch on {results['device']}\n"
+        f"results: {results['log_dir']}/results.json"
+    )
+
+
+def _is_rank_zero() -> bool:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return rank_zero_only.rank == 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
