@@ -1,0 +1,118 @@
+"""End-to-end runs of scripts/train_mlp.py and scripts/sweep_mlp.py, their outputs and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+TRAIN = REPO_ROOT / "scripts" / "train_mlp.py"
+SWEEP = REPO_ROOT / "scripts" / "sweep_mlp.py"
+
+
+def _run(script, *args, cwd):
+    return subprocess.run([sys.executable, str(script), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def _scalars(log_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return events
+
+
+@pytest.mark.slow
+def test_train_script_on_a_real_data_slice(real_data_dir, tmp_path):
+    done = _run(TRAIN, "--lr", "1e-3", "--act", "relu", "--epochs", "2", "--limit-rows", "4000", "--data-dir", real_data_dir, "--logdir", tmp_path / "runs", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_dir = tmp_path / "runs" / "mlp" / "relu_lr1e-03"
+    results = json.loads((run_dir / "results.json").read_text())
+    for key in ("lr", "act", "epochs", "seed", "test_loss", "test_acc", "best_val_acc", "history", "params", "seconds_per_epoch", "device"):
+        assert key in results, key
+    assert results["params"] == {"total": 169894, "trainable": 168325, "non_trainable": 1569, "bias": 275}
+    assert [row["epoch"] for row in results["history"]] == [1, 2]
+    assert set(results["history"][0]) == {"epoch", "train/loss", "train/acc", "val/loss", "val/acc"}
+    assert results["rows"] == {"train": 3333, "val": 667, "test": 4000}
+    assert 0.2 < results["test_acc"] <= 1  # chance is 1/24; 2 epochs on 3,333 rows learn a lot more
+    assert results["seconds_per_epoch"] > 0
+    assert "test accuracy" in done.stdout
+    events = _scalars(run_dir)
+    tags = events.Tags()["scalars"]
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "hparams/test_acc"} <= set(tags)
+    assert events.Scalars("hparams/test_acc")[-1].value == pytest.approx(results["test_acc"], abs=1e-6)
+    assert any("hparams" in name for name in events.PluginTagToContent("hparams")) or events.PluginTagToContent("hparams")
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(real_data_dir, tmp_path):
+    common = ["--epochs", "2", "--limit-rows", "4000", "--data-dir", real_data_dir, "--accelerator", "cpu", "--quiet"]
+    single = _run(TRAIN, *common, "--logdir", tmp_path / "single", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = _run(TRAIN, *common, "--devices", "2", "--strategy", "ddp", "--logdir", tmp_path / "ddp", cwd=tmp_path)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one = json.loads((tmp_path / "single" / "mlp" / "relu_lr1e-03" / "results.json").read_text())
+    two = json.loads((tmp_path / "ddp" / "mlp" / "relu_lr1e-03" / "results.json").read_text())
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    # Each rank trains on half the rows per epoch (so half the steps): the quality must stay
+    # in the same range, not collapse to chance as it would with broken gradient averaging.
+    assert two["test_acc"] > 0.5 * one["test_acc"] and two["test_acc"] > 0.2
+    # the test set was evaluated exactly once in total: accuracy is a multiple of 1/4000
+    assert abs(two["test_acc"] * 4000 - round(two["test_acc"] * 4000)) < 1e-3
+
+
+def test_sweep_script_writes_table_json_and_figure(synthetic_data_dir, tmp_path):
+    done = _run(SWEEP, "--lrs", "1e-3", "1e-9", "--acts", "relu", "linear", "--epochs", "1", "--data-dir", synthetic_data_dir,
+                "--logdir", tmp_path / "runs", "--out", tmp_path / "sweep", "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert len(summary["settings"]) == 4
+    assert set(summary["best_lr_per_activation"]) == {"relu", "linear"}
+    # lr 1e-9 barely moves the weights: lr 1e-3 must win for both activations
+    assert all(best["lr"] == 1e-3 for best in summary["best_lr_per_activation"].values())
+    table = (tmp_path / "sweep" / "summary.md").read_text()
+    assert sum(line.startswith("| ") for line in table.splitlines()) == 5 and "Best learning rate" in table
+    assert (tmp_path / "sweep" / "curves.png").stat().st_size > 10_000
+    assert sorted(p.name for p in (tmp_path / "runs" / "mlp").iterdir()) == ["linear_lr1e-03", "linear_lr1e-09", "relu_lr1e-03", "relu_lr1e-09"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--lr", "-1e-3"], "--lr: must be a positive number"),
+        (["--lr", "fast"], "--lr: 'fast' is not a number"),
+        (["--act", "swish2"], "--act: invalid choice"),
+        (["--epochs", "0"], "--epochs: must be a positive integer"),
+        (["--data-dir", "/no/such/folder"], "--data-dir: /no/such/folder: no such file"),
+        (["--devices", "zero"], "--devices: must be 'auto'"),
+        (["--strategy", "warp-drive", "--epochs", "1"], "error: cannot set up training"),
+    ],
+)
+def test_bad_flags_are_one_line_errors(args, message, tmp_path, synthetic_data_dir):
+    if "--data-dir" not in args:
+        args = args + ["--data-dir", str(synthetic_data_dir)]
+    done = _run(TRAIN, *args, "--logdir", tmp_path, cwd=tmp_path)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert message in lines[-1]
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_csv_through_the_script_is_one_line(tmp_path):
+    (tmp_path / "sign_mnist_train.csv").write_text("label,pixel1\n3,4\n")
+    (tmp_path / "sign_mnist_test.csv").write_text("label,pixel1\n3,4\n")
+    done = _run(TRAIN, "--data-dir", tmp_path, "--epochs", "1", "--logdir", tmp_path / "runs", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ") and "header must be" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "runs").exists()  # nothing half-made left behind
+
+
+def test_help_lists_every_flag():
+    done = subprocess.run([sys.executable, str(TRAIN), "--help"], capture_output=True, text=True)
+    for flag in ("--lr", "--act", "--epochs", "--batch-size", "--seed", "--data-dir", "--logdir", "--accelerator", "--devices", "--strategy"):
+        assert flag in done.stdout
