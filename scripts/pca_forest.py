@@ -1,0 +1,101 @@
+"""PCA and random forests on Sign-MNIST: the 95% PCA, grid searches on raw pixels and on PCA
+features, the best forests tested, and fit times with and without PCA.
+
+    python scripts/pca_forest.py --quick            # small grids, a minute on a CPU
+    python scripts/pca_forest.py --backend cuml     # the full grids on an NVIDIA GPU
+
+Writes results.json and PNG figures in --out. Finished grid depths are cached (--cache-dir), so
+an interrupted run started again resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from datamodules.cli import ArgumentParser, UsageError, add_data_arguments, positive_int, run_main, write_json
+from reduction.backend import BACKEND_CHOICES
+
+
+def grid_arg(text: str) -> tuple[int, ...]:
+    from reduction.pca_forest_study import parse_grid_axis
+
+    try:
+        return parse_grid_axis(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="pca_forest.py",
+        description="PCA (components for 95% of the variance, reconstructions) and random-forest grid "
+        "searches on raw pixels and on PCA features, scored on the 20% validation split; the best "
+        "forests are refit and tested, and fit times with and without PCA are measured. Writes "
+        "results.json and figures in --out.",
+        epilog="Grids are START:STOP:STEP (STOP included) or comma lists, e.g. --raw-trees 50:750:50 "
+        "--raw-depths 5,10,20. Full grids: raw 50:750:50 x 5:50:5, PCA 50:170:20 x 5:50:5; "
+        "--quick: 10,30,50 x 5,10,15 on both, forests on 4000 sampled training rows.",
+    )
+    add_data_arguments(parser)
+    parser.add_argument("--out", type=Path, default=Path("runs/pca_forest"), help="output folder (default runs/pca_forest)")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                        help="cuml (GPU), sklearn (CPU) or auto: cuML when it and a CUDA device are present (default auto)")
+    parser.add_argument("--quick", action="store_true", help="small grids and a training-row sample for the forests")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="where finished grid depths are kept, to resume (default OUT/grid_cache)")
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write the grid cache")
+    parser.add_argument("--raw-trees", type=grid_arg, default=None, metavar="GRID", help="n_estimators grid on raw pixels")
+    parser.add_argument("--raw-depths", type=grid_arg, default=None, metavar="GRID", help="max_depth grid on raw pixels")
+    parser.add_argument("--pca-trees", type=grid_arg, default=None, metavar="GRID", help="n_estimators grid on PCA features")
+    parser.add_argument("--pca-depths", type=grid_arg, default=None, metavar="GRID", help="max_depth grid on PCA features")
+    parser.add_argument("--forest-rows", type=positive_int, default=None, metavar="N",
+                        help="fit the forests on N sampled training rows (default: all; 4000 with --quick)")
+    parser.add_argument("--limit-rows", type=positive_int, default=None, metavar="N",
+                        help="use only the first N rows of each CSV (quick trials)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    from reduction.pca_forest_study import FULL_PROFILE, QUICK_PROFILE, run_pca_forest_study, summary_lines
+
+    if args.no_cache and args.cache_dir is not None:
+        raise UsageError("--cache-dir and --no-cache contradict each other")
+    profile = QUICK_PROFILE if args.quick else FULL_PROFILE
+    overrides = {
+        field: value
+        for field, value in (
+            ("raw_n_estimators", args.raw_trees),
+            ("raw_max_depth", args.raw_depths),
+            ("pca_n_estimators", args.pca_trees),
+            ("pca_max_depth", args.pca_depths),
+            ("forest_train_rows", args.forest_rows),
+        )
+        if value is not None
+    }
+    if overrides:
+        profile = dataclasses.replace(profile, name=f"{profile.name}, custom", **overrides)
+    cache_dir = None if args.no_cache else (args.cache_dir or args.out / "grid_cache")
+
+    results = run_pca_forest_study(
+        out_dir=args.out,
+        data_dir=args.data_dir,
+        backend=args.backend,
+        seed=args.seed,
+        profile=profile,
+        cache_dir=cache_dir,
+        limit_rows=args.limit_rows,
+        progress=not args.quiet,
+    )
+    results["command"] = ["pca_forest.py", *(sys.argv[1:] if argv is None else argv)]
+    path = write_json(args.out / "results.json", results)
+    print("\n".join(summary_lines(results)))
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,243 @@
+"""reduction.forest: the prefix trick, the resumable grid cache, best-cell choice, the GPU path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import requires_cuml
+from sklearn.ensemble import RandomForestClassifier
+
+from datamodules.synthetic import synthetic_arrays
+from reduction.forest import (
+    METRICS,
+    ForestGridSearch,
+    RandomForest,
+    best_cell,
+    classification_metrics,
+    grid_axis,
+    grid_matrix,
+    prefix_predictions,
+)
+
+N_AXIS = (2, 5, 9)
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    """Small train and validation sets, noisy enough that small forests disagree."""
+    X, y = synthetic_arrays(240, seed=1)
+    X_val, y_val = synthetic_arrays(120, seed=2)
+    return X, y, X_val, y_val
+
+
+def grid(depths, **params):
+    return ForestGridSearch(N_AXIS, depths, backend="sklearn", random_state=7, n_jobs=1, progress=False, **params)
+
+
+def test_prefix_predictions_equal_separately_grown_forests(arrays):
+    X, y, X_val, _ = arrays
+    largest = RandomForestClassifier(n_estimators=12, max_depth=3, random_state=3, n_jobs=-1).fit(X, y)
+    prefixes = prefix_predictions(largest, X_val, [1, 4, 12], n_jobs=2)
+    for k, predicted in prefixes.items():
+        # n_jobs=1: predict_proba then adds the trees in order, as the prefixes do.
+        alone = RandomForestClassifier(n_estimators=k, max_depth=3, random_state=3, n_jobs=1).fit(X, y)
+        np.testing.assert_array_equal(predicted, alone.predict(X_val))
+    assert len({tuple(p) for p in prefixes.values()}) == 3  # the prefixes do differ
+
+
+def test_prefix_predictions_reject_sizes_beyond_the_forest(arrays):
+    X, y, X_val, _ = arrays
+    forest = RandomForestClassifier(n_estimators=3, max_depth=2, random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="1..3"):
+        prefix_predictions(forest, X_val, [2, 4])
+
+
+def test_grid_scores_equal_separately_grown_forests(arrays):
+    X, y, X_val, y_val = arrays
+    search = grid([2, 4]).fit(X, y, X_val, y_val)
+    assert search.forests_grown_ == 2  # one forest per depth
+    assert search.backend_ == "sklearn"
+    assert [(c["n_estimators"], c["max_depth"]) for c in search.cells_] == [(n, d) for d in (2, 4) for n in N_AXIS]
+    for cell in search.cells_:
+        alone = RandomForest(cell["n_estimators"], cell["max_depth"], backend="sklearn", random_state=7, n_jobs=1).fit(X, y)
+        for metric, value in classification_metrics(y_val, alone.predict(X_val)).items():
+            assert cell[f"val_{metric}"] == value, (cell, metric)
+        for metric, value in classification_metrics(y, alone.predict(X)).items():
+            assert cell[f"train_{metric}"] == value, (cell, metric)
+    assert search.best_ == best_cell(search.cells_)
+
+
+def test_grid_resumes_from_a_half_finished_cache(arrays, tmp_path):
+    X, y, X_val, y_val = arrays
+    cache = tmp_path / "cache"
+    grid([2, 4], cache_dir=cache, name="raw").fit(X, y, X_val, y_val)  # as if stopped after two depths
+    files = sorted(cache.glob("raw-depth*.json"))
+    assert len(files) == 2
+    written = {path: path.stat().st_mtime_ns for path in files}
+
+    resumed = grid([2, 4, 6], cache_dir=cache, name="raw").fit(X, y, X_val, y_val)
+    assert resumed.forests_grown_ == 1  # only depth 6 was grown
+    assert resumed.depths_from_cache_ == [2, 4]
+    assert {path: path.stat().st_mtime_ns for path in files} == written
+    assert len(list(cache.glob("raw-depth*.json"))) == 3
+    assert not list(cache.glob("*.tmp"))
+
+    fresh = grid([2, 4, 6]).fit(X, y, X_val, y_val)
+    assert resumed.cells_ == fresh.cells_
+    assert resumed.best_ == fresh.best_
+
+    again = grid([2, 4, 6], cache_dir=cache, name="raw").fit(X, y, X_val, y_val)
+    assert again.forests_grown_ == 0 and again.cells_ == fresh.cells_
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: text[: len(text) // 2],  # a write cut short
+        lambda text: "",
+        lambda text: text.replace('"key": "', '"key": "0'),  # another run's file under this name
+        lambda text: json.dumps({**json.loads(text), "cells": json.loads(text)["cells"][:-1]}),  # cells missing
+        lambda text: text.replace('"val_accuracy": ', '"val_accuracy": "x", "ignored": ', 1),  # not a number
+    ],
+    ids=["truncated", "empty", "foreign-key", "missing-cells", "bad-value"],
+)
+def test_unusable_cache_file_is_ignored_and_rebuilt(arrays, tmp_path, capsys, damage):
+    X, y, X_val, y_val = arrays
+    cache = tmp_path / "cache"
+    first = grid([2, 4], cache_dir=cache, name="pca").fit(X, y, X_val, y_val)
+    target = sorted(cache.glob("pca-depth002-*.json"))[0]
+    target.write_text(damage(target.read_text()))
+
+    rebuilt = grid([2, 4], cache_dir=cache, name="pca").fit(X, y, X_val, y_val)
+    assert rebuilt.forests_grown_ == 1
+    assert rebuilt.depths_from_cache_ == [4]
+    assert rebuilt.cells_ == first.cells_
+    assert "ignoring unusable grid cache file" in capsys.readouterr().err
+    assert json.loads(target.read_text())["cells"] == first.cells_[: len(N_AXIS)]
+
+
+def test_cache_is_not_reused_for_other_data_or_seed(arrays, tmp_path):
+    X, y, X_val, y_val = arrays
+    cache = tmp_path / "cache"
+    grid([2], cache_dir=cache).fit(X, y, X_val, y_val)
+    assert grid([2], cache_dir=cache).fit(X[:-1], y[:-1], X_val, y_val).forests_grown_ == 1
+    other_seed = ForestGridSearch(N_AXIS, [2], backend="sklearn", random_state=8, n_jobs=1, cache_dir=cache, progress=False)
+    assert other_seed.fit(X, y, X_val, y_val).forests_grown_ == 1
+    assert grid([2], cache_dir=cache).fit(X, y, X_val, y_val).forests_grown_ == 0
+
+
+def test_progress_lines_name_each_depth(arrays, capsys):
+    X, y, X_val, y_val = arrays
+    ForestGridSearch((2,), (2, 3), backend="sklearn", random_state=0, n_jobs=1, name="raw").fit(X, y, X_val, y_val)
+    err = capsys.readouterr().err
+    assert "[forests raw 1/2] max_depth=2" in err and "[forests raw 2/2] max_depth=3" in err
+
+
+def test_best_cell_takes_highest_validation_accuracy_then_the_cheaper_model():
+    cells = [
+        {"n_estimators": 50, "max_depth": 10, "val_accuracy": 0.90},
+        {"n_estimators": 30, "max_depth": 15, "val_accuracy": 0.95},
+        {"n_estimators": 30, "max_depth": 10, "val_accuracy": 0.95},
+        {"n_estimators": 70, "max_depth": 5, "val_accuracy": 0.95},
+    ]
+    assert best_cell(cells) == cells[2]
+    assert best_cell(cells[::-1]) == cells[2]
+    assert best_cell(cells[:1]) == cells[0]
+    with pytest.raises(ValueError):
+        best_cell([])
+
+
+def test_grid_matrix_lays_cells_out_by_depth_and_trees():
+    cells = [{"n_estimators": n, "max_depth": d, "val_accuracy": n / 100 + d} for d in (5, 10) for n in (10, 30)]
+    values, n_axis, depth_axis = grid_matrix(cells[:-1])
+    assert n_axis == [10, 30] and depth_axis == [5, 10]
+    np.testing.assert_allclose(values[:, 0], [5.1, 10.1])
+    assert values[0, 1] == pytest.approx(5.3) and np.isnan(values[1, 1])
+
+
+def test_grid_axis_validation():
+    assert grid_axis([30, 10, 30], "trees") == (10, 30)
+    for bad in ([], [0, 5], ["x"]):
+        with pytest.raises(ValueError, match="trees"):
+            grid_axis(bad, "trees")
+
+
+def test_classification_metrics_are_weighted():
+    y_true = np.array([0, 0, 0, 1])
+    y_pred = np.array([0, 0, 1, 1])
+    metrics = classification_metrics(y_true, y_pred)
+    assert set(metrics) == set(METRICS)
+    assert metrics["accuracy"] == 0.75
+    # class 0: precision 1, recall 2/3 (weight 3/4); class 1: precision 1/2, recall 1 (weight 1/4)
+    assert metrics["precision"] == pytest.approx(0.75 * 1 + 0.25 * 0.5)
+    assert metrics["recall"] == pytest.approx(0.75)
+    assert metrics["f1"] == pytest.approx(0.75 * 0.8 + 0.25 * (2 / 3))
+
+
+def test_random_forest_keeps_labels_that_are_not_consecutive(arrays):
+    X, y, X_val, y_val = arrays
+    assert 9 not in set(y)  # J is absent, as in the real data
+    forest = RandomForest(20, 6, backend="sklearn", random_state=0).fit(X, y)
+    predicted = forest.predict(X_val)
+    assert forest.backend_ == "sklearn" and forest.fit_seconds_ > 0
+    np.testing.assert_array_equal(forest.classes_, np.unique(y))
+    assert set(predicted) <= set(y)
+    assert np.mean(predicted == y_val) > 0.5
+
+
+class CumlLikeForest:
+    """scikit-learn's forest behind cuML's calling conventions: no n_jobs, float32 features,
+    int32 labels 0..k-1; exercises the one-forest-per-cell path without a GPU."""
+
+    def __init__(self, *, n_estimators, max_depth, random_state):
+        from sklearn.ensemble import RandomForestClassifier
+
+        self.forest = RandomForestClassifier(n_estimators, max_depth=max_depth, random_state=random_state, n_jobs=1)
+
+    def fit(self, X, y):
+        assert X.dtype == np.float32 and y.dtype == np.int32
+        assert set(np.unique(y)) == set(range(y.max() + 1))
+        self.forest.fit(X, y)
+        return self
+
+    def predict(self, X):
+        assert X.dtype == np.float32
+        return self.forest.predict(X).astype(np.float32)  # cuML may hand back floats
+
+
+def test_cuml_conventions_and_one_forest_per_cell(arrays, monkeypatch):
+    import reduction.forest as forest_module
+
+    X, y, X_val, y_val = arrays
+    monkeypatch.setattr(forest_module, "implementation", lambda algorithm, backend: (CumlLikeForest, "cuml"))
+    forest = RandomForest(9, 4, backend="sklearn", random_state=7).fit(X, y)
+    assert forest.backend_ == "cuml"
+    expected = RandomForestClassifier(9, max_depth=4, random_state=7, n_jobs=1).fit(X, y).predict(X_val)
+    np.testing.assert_array_equal(forest.predict(X_val), expected)  # labels decoded, J still absent
+
+    per_cell = grid([2, 4]).fit(X, y, X_val, y_val)
+    assert per_cell.backend_ == "cuml" and per_cell.forests_grown_ == len(N_AXIS) * 2
+    assert all(cell["fit_seconds"] > 0 for cell in per_cell.cells_)
+    monkeypatch.undo()
+    prefixes = grid([2, 4]).fit(X, y, X_val, y_val)
+    strip = [{k: v for k, v in cell.items() if k != "fit_seconds"} for cell in per_cell.cells_]
+    assert strip == [{k: v for k, v in cell.items() if k != "fit_seconds"} for cell in prefixes.cells_]
+
+
+@pytest.mark.gpu
+@requires_cuml
+def test_cuml_forest_and_grid_on_the_gpu(arrays):
+    X, y, X_val, y_val = arrays
+    forest = RandomForest(20, 8, backend="cuml", random_state=0).fit(X, y)
+    predicted = forest.predict(X_val)
+    assert forest.backend_ == "cuml"
+    assert predicted.shape == y_val.shape and set(predicted) <= set(y)
+    assert np.mean(predicted == y_val) > 0.5
+
+    search = ForestGridSearch((5, 10), (4, 8), backend="cuml", random_state=0, progress=False).fit(X, y, X_val, y_val)
+    assert search.backend_ == "cuml"
+    assert search.forests_grown_ == 4  # no prefix trick on cuML: one forest per cell
+    assert all(cell["fit_seconds"] > 0 for cell in search.cells_)
+    assert 0 <= search.best_["val_accuracy"] <= 1

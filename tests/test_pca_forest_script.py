@@ -1,0 +1,167 @@
+"""scripts/pca_forest.py end to end (synthetic and real data) and its one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import HAS_CUDA, HAS_CUML, REPO_ROOT
+from threadpoolctl import threadpool_limits
+
+from datamodules.cli import run_main
+
+SCRIPT = REPO_ROOT / "scripts" / "pca_forest.py"
+TINY_GRIDS = ["--raw-trees", "3,6", "--raw-depths", "2,4", "--pca-trees", "3:6:3", "--pca-depths", "2,4"]
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("pca_forest_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def _single_blas_thread():
+    # Tiny matrices gain nothing from BLAS threads, and on a shared machine idle threads spin.
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def run(script, argv) -> int:
+    return run_main(script.main, argv)
+
+
+def test_synthetic_run_writes_results_and_figures_and_resumes(script, synthetic_data_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--data-dir", str(synthetic_data_dir), "--out", str(out), "--backend", "sklearn", *TINY_GRIDS]
+    assert run(script, argv) == 0
+    captured = capsys.readouterr()
+    assert "components explain 95% of the variance" in captured.out
+    assert "[forests raw 2/2]" in captured.err
+
+    results = json.loads((out / "results.json").read_text())
+    for key in ("n_components_95", "variance_first_two", "pca", "forests", "test", "fit_time", "timings", "places", "figures"):
+        assert key in results, key
+    assert results["backend"] == {"requested": "sklearn", "selected": "sklearn"}
+    assert results["data"] == {"n_train": 480, "n_val": 120, "n_test": 240, "forest_train_rows": 480, "limit_rows": None}
+
+    # The PCA numbers are those of scikit-learn's own PCA on the training part.
+    from sklearn.decomposition import PCA
+
+    from datamodules import REDUCTION_VAL_FRACTION, load_splits
+
+    splits = load_splits(synthetic_data_dir, val_fraction=REDUCTION_VAL_FRACTION, seed=22)
+    reference = PCA(0.95).fit(splits.train_images.astype(np.float32))
+    assert results["n_components_95"] == reference.n_components_
+    np.testing.assert_allclose(results["variance_first_two"], reference.explained_variance_ratio_[:2], rtol=1e-4)
+    assert len(results["pca"]["reconstruction_rows"]) == 10
+
+    for name in ("raw", "pca"):
+        grid = results["forests"][name]
+        assert len(grid["cells"]) == 4
+        assert grid["backend"] == "sklearn" and grid["forests_grown"] == 2
+        cell_keys = {f"{part}_{metric}" for part in ("train", "val") for metric in ("accuracy", "precision", "recall", "f1")}
+        assert all(cell_keys <= set(cell) for cell in grid["cells"])
+        assert grid["best"]["val_accuracy"] == max(cell["val_accuracy"] for cell in grid["cells"])
+        test = results["test"][name]
+        assert {"test_accuracy", "test_precision", "test_recall", "test_f1", "fit_seconds"} <= set(test)
+        assert (test["n_estimators"], test["max_depth"]) == (grid["best"]["n_estimators"], grid["best"]["max_depth"])
+    assert results["forests"]["pca"]["n_features"] == results["n_components_95"]
+    fit = results["fit_time"]
+    assert fit["fit_time_ratio"] == pytest.approx(fit["fit_seconds_with_pca"] / fit["fit_seconds_without_pca"])
+    assert set(results["places"].values()) == {"sklearn"}
+    assert {"load_data", "pca_fit", "forest_grid_raw", "forest_grid_pca"} <= set(results["timings"])
+    for path in results["figures"].values():
+        assert (out / path).stat().st_size > 1000
+    assert len(results["figures"]) == 6
+
+    # Started again, the grids come from the cache and give the same cells.
+    assert run(script, argv + ["--quiet"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    for name in ("raw", "pca"):
+        assert again["forests"][name]["forests_grown"] == 0
+        assert again["forests"][name]["depths_from_cache"] == [2, 4]
+        assert again["forests"][name]["cells"] == results["forests"][name]["cells"]
+
+
+def test_no_cache_and_forest_row_sample(script, synthetic_data_dir, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--data-dir", str(synthetic_data_dir), "--out", str(out), "--backend", "sklearn", "--no-cache",
+            "--forest-rows", "200", "--quiet", *TINY_GRIDS]
+    assert run(script, argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"]["forest_train_rows"] == 200
+    assert results["forests"]["raw"]["n_train_rows"] == 200
+    assert not (out / "grid_cache").exists()
+
+
+def test_help_lists_every_flag(script, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--data-dir", "--out", "--backend", "--seed", "--quick", "--cache-dir", "--no-cache",
+                 "--raw-trees", "--raw-depths", "--pca-trees", "--pca-depths", "--forest-rows", "--limit-rows"):
+        assert flag in text, flag
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--data-dir", "/no/such/folder"], "no such file or directory"),
+        (["--backend", "gpu"], "invalid choice"),
+        (["--raw-trees", "50:10:10"], "is empty"),
+        (["--pca-depths", "0,5"], "positive"),
+        (["--raw-depths", "five"], "START:STOP:STEP"),
+        (["--pca-trees", "10:50:0"], "step must be positive"),
+        (["--forest-rows", "0"], "positive integer"),
+        (["--no-cache", "--cache-dir", "somewhere"], "contradict"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(script, capsys, tmp_path, argv, message):
+    argv = ["--out", str(tmp_path / "out"), *argv]
+    try:
+        code = run(script, argv)
+    except SystemExit as exc:  # argparse reports bad flags itself
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+@pytest.mark.skipif(HAS_CUML and HAS_CUDA, reason="cuML is usable here")
+def test_cuml_backend_without_cuml_is_a_one_line_error(script, synthetic_data_dir, tmp_path, capsys):
+    code = run(script, ["--data-dir", str(synthetic_data_dir), "--out", str(tmp_path / "out"), "--backend", "cuml"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: backend 'cuml'") and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+@pytest.mark.slow  # a fresh interpreter pays for importing torch and lightning (datamodules imports them)
+def test_script_process_exit_code(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--raw-depths", "", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["pca_forest.py: error: argument --raw-depths: the grid '' is empty"]
+
+
+@pytest.mark.slow
+def test_quick_run_on_a_slice_of_the_real_data(script, real_data_dir, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--data-dir", str(real_data_dir), "--out", str(out), "--backend", "sklearn", "--quick",
+            "--limit-rows", "3000", "--quiet"]
+    assert run(script, argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["profile"] == "quick"
+    assert results["data"]["n_train"] == 2400 and results["data"]["n_test"] == 3000
+    assert results["forests"]["raw"]["max_depth"] == [5, 10, 15]
+    assert results["forests"]["raw"]["n_estimators"] == [10, 30, 50]
+    assert results["test"]["raw"]["test_accuracy"] > 0.4  # 24 classes: chance is about 0.04
+    assert all((out / path).is_file() for path in results["figures"].values())
