@@ -35,11 +35,13 @@ class PCA:
         if is_fraction:
             # A full fit gives the whole spectrum (for the cumulative-variance curve) and the
             # component count; cuML's PCA takes only integers, so both backends go this way.
-            full = factory(n_components=min(X.shape), random_state=self.random_state).fit(X)
+            full = factory(n_components=min(X.shape), svd_solver="full", random_state=self.random_state).fit(X)
             ratios = to_numpy(full.explained_variance_ratio_)
             self.cumulative_variance_ = np.cumsum(ratios)
             n = _components_for(ratios, self.n_components)
-        self._model = factory(n_components=int(n), random_state=self.random_state).fit(X)
+        # An exact solver on the refit too: a randomized one could keep the same number of
+        # components yet explain slightly less than the fraction asked for.
+        self._model = factory(n_components=int(n), svd_solver="full", random_state=self.random_state).fit(X)
         self.components_ = to_numpy(self._model.components_)
         self.mean_ = to_numpy(self._model.mean_)
         self.explained_variance_ratio_ = to_numpy(self._model.explained_variance_ratio_)
