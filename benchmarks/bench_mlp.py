@@ -109,19 +109,21 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="epochs per way per round (default 5)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds (default 2)")
     parser.add_argument("--seed", type=int, default=22)
+    parser.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS), help="which ways to time (default all)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     datamodule = SignMNISTDataModule()
     datamodule.setup("fit")
     print(f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
           f"{len(datamodule.arrays.train_labels)} training rows, batch 32", flush=True)
-    seconds = {name: [] for name in WAYS}
+    ways = {name: WAYS[name] for name in WAYS if name in args.ways}
+    seconds = {name: [] for name in ways}
     for round_ in range(args.repeats):
-        for name, way in WAYS.items():
+        for name, way in ways.items():
             # The first epoch of each fit warms up allocators and code paths: not counted.
             seconds[name] += way(datamodule, args.epochs + 1, args.seed)[1:]
             print(f"round {round_ + 1}: {name} done", flush=True)
-    floor = statistics.median(seconds["minimal PyTorch loop"])
+    floor = statistics.median(seconds.get("minimal PyTorch loop") or next(iter(seconds.values())))
     print(f"\n| way | median s/epoch | min | max | epochs | ratio to minimal |")
     print("|---|---|---|---|---|---|")
     for name, values in seconds.items():
