@@ -4,7 +4,9 @@
 
 1. minimal: a hand-written PyTorch loop over in-memory tensors, no metrics (the floor);
 2. naive Lightning: TensorDataset + DataLoader(shuffle=True) and per-step ``self.log``;
-3. this project: SignMNISTDataModule + MLPClassifier, with its per-epoch metrics logged.
+3. this project: SignMNISTDataModule + MLPClassifier, with its per-epoch metrics logged;
+4. and 5. a model that does no work, in a plain loop and in Lightning over the same batches:
+   the fixed cost of each loop, which no model code can remove.
 
 All three train the same model (same initialisation, Adam, batch 32) on the 22,879 training
 rows of the reference split; validation is excluded from the timings. Each way runs
@@ -101,7 +103,50 @@ def this_project(datamodule, epochs: int, seed: int) -> list[float]:
     return timer.train_seconds
 
 
-WAYS = {"minimal PyTorch loop": minimal_loop, "naive Lightning": naive_lightning, "this project": this_project}
+class NoOpModule(L.LightningModule):
+    """One scalar parameter and no computation: what is left is Lightning's own per-step cost."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        return self.weight.sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def noop_plain_loop(datamodule, epochs: int, seed: int) -> list[float]:
+    model = NoOpModule()
+    optimizer = model.configure_optimizers()
+    batches = datamodule.train_dataloader()
+    seconds = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for images, labels in batches:
+            loss = model.weight.sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def noop_lightning(datamodule, epochs: int, seed: int) -> list[float]:
+    timer = EpochTimer()
+    _trainer(epochs, timer, progress_bar=False).fit(NoOpModule(), train_dataloaders=datamodule.train_dataloader())
+    return timer.train_seconds
+
+
+WAYS = {
+    "minimal PyTorch loop": minimal_loop,
+    "naive Lightning": naive_lightning,
+    "this project": this_project,
+    # The same batches with a model that does nothing: each way's fixed cost per epoch.
+    "no-op model, plain loop": noop_plain_loop,
+    "no-op model, Lightning": noop_lightning,
+}
 
 
 def main() -> None:

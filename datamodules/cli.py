@@ -51,6 +51,23 @@ def add_data_arguments(parser: argparse.ArgumentParser, seed_default: int = 22) 
     )
 
 
+def add_study_arguments(parser: argparse.ArgumentParser, name: str, quick_help: str) -> None:
+    """The flags every script of the unsupervised part shares: data, seed, --out, --backend, --quick."""
+    from reduction.backend import BACKEND_CHOICES
+
+    add_data_arguments(parser)
+    parser.add_argument("--out", type=Path, default=Path("runs") / name, help=f"output folder (default runs/{name})")
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default="auto",
+        help="where the algorithms run: cuml (RAPIDS cuML on an NVIDIA GPU), sklearn (CPU), or auto: "
+        "cuML when it imports and a CUDA device is present (default auto). Algorithms cuML lacks "
+        "fall back as reduction/backend.py says, with a note",
+    )
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -76,6 +93,29 @@ def fraction(text: str) -> float:
     if value >= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
+
+
+def int_list(text: str, what: str = "list") -> list[int]:
+    """``START:STOP:STEP`` (STOP included when on the step) or a comma list ``5,10,20``.
+
+    Raises ValueError with a one-line message on a malformed or empty list.
+    """
+    text = text.strip()
+    form = f"expected START:STOP:STEP or a comma list of integers, got {text!r}"
+    try:
+        parts = [int(part) for part in text.split(":" if ":" in text else ",") if part.strip()]
+    except ValueError:
+        raise ValueError(form) from None
+    if ":" in text:
+        if len(parts) != 3:
+            raise ValueError(form)
+        start, stop, step = parts
+        if step < 1:
+            raise ValueError(f"the step must be positive in {text!r}")
+        parts = list(range(start, stop + 1, step))
+    if not parts:
+        raise ValueError(f"the {what} {text!r} is empty")
+    return parts
 
 
 def existing_path(text: str) -> Path:

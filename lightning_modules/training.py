@@ -36,6 +36,33 @@ class TrainConfig:
     echo: bool = True  # print one line per epoch
 
 
+def add_training_arguments(parser) -> None:
+    """The flags train_mlp.py and sweep_mlp.py share; :func:`config_from_args` reads them back."""
+    from datamodules.cli import add_data_arguments, positive_int
+
+    parser.add_argument("--epochs", type=positive_int, default=100, help="training epochs (default 100)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
+    add_data_arguments(parser)
+    parser.add_argument("--logdir", default="runs", help="root folder of TensorBoard runs (default runs)")
+    parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda", "mps"], help="Lightning accelerator (default auto)")
+    parser.add_argument("--limit-rows", type=positive_int, default=None, help="use only the first N rows of each CSV (quick trials)")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+def config_from_args(args, **fields) -> TrainConfig:
+    return TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        data_dir=str(args.data_dir) if args.data_dir else None,
+        logdir=args.logdir,
+        accelerator=args.accelerator,
+        limit_rows=args.limit_rows,
+        echo=not args.quiet,
+        **fields,
+    )
+
+
 def run_name(act: str, lr: float) -> str:
     """Folder name of a setting, e.g. ``relu_lr1e-05``: settings overlay in TensorBoard by name."""
     return f"{act}_lr{lr:.0e}"

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datamodules.cli import int_list
 from reduction.clustering import (
     ARRAY_API_INIT_PARAMS,
     BIC_RULE,
@@ -93,24 +94,9 @@ QUICK_PROFILE = ClusterProfile(
 
 
 def parse_k_list(text: str) -> tuple[int, ...]:
-    """``START:STOP:STEP`` (STOP included when on the step) or a comma list ``5,10,20``;
-    sorted, distinct, every k >= 2 (ValueError otherwise)."""
-    text = text.strip()
-    form = f"expected START:STOP:STEP or a comma list of integers, got {text!r}"
-    try:
-        parts = [int(part) for part in text.split(":" if ":" in text else ",") if part.strip()]
-    except ValueError:
-        raise ValueError(form) from None
-    if ":" in text:
-        if len(parts) != 3:
-            raise ValueError(form)
-        start, stop, step = parts
-        if step < 1:
-            raise ValueError(f"the step must be positive in {text!r}")
-        parts = list(range(start, stop + 1, step))
-    if not parts:
-        raise ValueError(f"the k list {text!r} is empty")
-    return tuple(check_ks(parts))
+    """``START:STOP:STEP`` or a comma list ``5,10,20``; sorted, distinct, every k >= 2
+    (ValueError otherwise)."""
+    return tuple(check_ks(int_list(text, "k list")))
 
 
 class _Clock:

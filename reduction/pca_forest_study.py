@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datamodules.cli import int_list
 from reduction.backend import select_backend
 from reduction.forest import (
     PREFIX_PLACES,
@@ -81,24 +82,7 @@ PROFILES = {profile.name: profile for profile in (FULL_PROFILE, QUICK_PROFILE)}
 
 def parse_grid_axis(text: str) -> tuple[int, ...]:
     """``START:STOP:STEP`` (STOP included when on the step) or a comma list ``10,30,50``."""
-    text = text.strip()
-    form = f"expected START:STOP:STEP or a comma list of integers, got {text!r}"
-    try:
-        parts = [int(part) for part in text.split(":" if ":" in text else ",") if part.strip()]
-    except ValueError:
-        raise ValueError(form) from None
-    if ":" in text:
-        if len(parts) != 3:
-            raise ValueError(form)
-        start, stop, step = parts
-        if step < 1:
-            raise ValueError(f"the step must be positive in {text!r}")
-        values = range(start, stop + 1, step)
-    else:
-        values = parts
-    if len(values) == 0:
-        raise ValueError(f"the grid {text!r} is empty")
-    return grid_axis(values, f"grid {text!r}")
+    return grid_axis(int_list(text, "grid"), f"grid {text!r}")
 
 
 @dataclass

@@ -17,10 +17,8 @@ os.environ.setdefault("SCIPY_ARRAY_API", "1")
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-from datamodules.cli import ArgumentParser, UsageError, add_data_arguments, positive_int, run_main, write_json  # noqa: E402
-from reduction.backend import BACKEND_CHOICES  # noqa: E402
+from datamodules.cli import ArgumentParser, UsageError, add_study_arguments, positive_int, run_main, write_json  # noqa: E402
 
 
 def k_list_arg(text: str) -> tuple[int, ...]:
@@ -45,15 +43,10 @@ def build_parser() -> ArgumentParser:
         "K-Means k rule: 'silhouette' = highest mean silhouette; 'elbow' = the k farthest below the chord "
         "of the inertia curve. Mixtures: lowest BIC.",
     )
-    add_data_arguments(parser)
-    parser.add_argument("--out", type=Path, default=Path("runs/cluster"), help="output folder (default runs/cluster)")
-    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
-                        help="cuml (GPU: cuML K-Means/silhouette, mixtures via scikit-learn's Array API on CUDA), "
-                        "sklearn (CPU) or auto: cuml when cuML and a CUDA device are present (default auto)")
+    add_study_arguments(parser, "cluster", quick_help="small sample, few k, few restarts (a quick check)")
     parser.add_argument("--cluster-seed", type=int, default=42,
                         help="random_state of K-Means, the mixtures and their samples (default 42, the reference's); "
                         "--seed (default 22) picks the split and the sample")
-    parser.add_argument("--quick", action="store_true", help="small sample, few k, few restarts (a quick check)")
     parser.add_argument("--k", type=k_list_arg, default=None, metavar="KS",
                         help="k values for both sweeps (default 5:40:5; 5,15,25 with --quick)")
     parser.add_argument("--sample-size", type=positive_int, default=None, metavar="N",

@@ -13,13 +13,9 @@ Examples:
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout too
-
-from datamodules.cli import ArgumentParser, add_data_arguments, run_main, write_json  # noqa: E402
-from reduction.backend import BACKEND_CHOICES  # noqa: E402
-from reduction.embed_study import METHODS, format_summary, run_embed_study  # noqa: E402
+from datamodules.cli import ArgumentParser, add_study_arguments, run_main, write_json
+from reduction.embed_study import METHODS, format_summary, run_embed_study
 
 
 def method_list(text: str) -> list[str]:
@@ -44,16 +40,7 @@ def build_parser() -> ArgumentParser:
         "MDS on a 5,000-row sample; --quick: 2,000 rows, MDS on 500, 500 t-SNE iterations. "
         "Exit code 2 on bad input.",
     )
-    add_data_arguments(parser)
-    parser.add_argument("--out", type=Path, default=Path("runs/embed"), help="output folder (default runs/embed)")
-    parser.add_argument(
-        "--backend",
-        choices=BACKEND_CHOICES,
-        default="auto",
-        help="auto: cuML when it imports and a CUDA GPU is present, else scikit-learn; LLE and MDS "
-        "always run on scikit-learn (cuML has neither)",
-    )
-    parser.add_argument("--quick", action="store_true", help="small profile for a first look (see below)")
+    add_study_arguments(parser, "embed", quick_help="small profile for a first look (see below)")
     parser.add_argument(
         "--methods",
         type=method_list,

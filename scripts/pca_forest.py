@@ -15,8 +15,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from datamodules.cli import ArgumentParser, UsageError, add_data_arguments, positive_int, run_main, write_json
-from reduction.backend import BACKEND_CHOICES
+from datamodules.cli import ArgumentParser, UsageError, add_study_arguments, positive_int, run_main, write_json
 
 
 def grid_arg(text: str) -> tuple[int, ...]:
@@ -39,11 +38,7 @@ def build_parser() -> ArgumentParser:
         "--raw-depths 5,10,20. Full grids: raw 50:750:50 x 5:50:5, PCA 50:170:20 x 5:50:5; "
         "--quick: 10,30,50 x 5,10,15 on both, forests on 4000 sampled training rows.",
     )
-    add_data_arguments(parser)
-    parser.add_argument("--out", type=Path, default=Path("runs/pca_forest"), help="output folder (default runs/pca_forest)")
-    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
-                        help="cuml (GPU), sklearn (CPU) or auto: cuML when it and a CUDA device are present (default auto)")
-    parser.add_argument("--quick", action="store_true", help="small grids and a training-row sample for the forests")
+    add_study_arguments(parser, "pca_forest", quick_help="small grids and a training-row sample for the forests")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="where finished grid depths are kept, to resume (default OUT/grid_cache)")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the grid cache")

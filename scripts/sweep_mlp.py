@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from datamodules.cli import ArgumentParser, add_data_arguments, positive_float, positive_int, run_main
+from datamodules.cli import ArgumentParser, positive_float, run_main
 from lightning_modules.mlp_module import ACTIVATIONS
+from lightning_modules.training import add_training_arguments
 
 
 def build_parser() -> ArgumentParser:
@@ -21,33 +22,17 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--lrs", type=positive_float, nargs="+", default=[1e-3, 1e-5, 1e-9], help="learning rates (default 1e-3 1e-5 1e-9)")
     parser.add_argument("--acts", choices=sorted(ACTIVATIONS), nargs="+", default=["relu", "linear"], help="hidden activations (default relu linear)")
-    parser.add_argument("--epochs", type=positive_int, default=100, help="epochs per run (default 100)")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
-    add_data_arguments(parser)
-    parser.add_argument("--logdir", default="runs", help="root folder of TensorBoard runs (default runs)")
+    add_training_arguments(parser)
     parser.add_argument("--out", default="runs/mlp_sweep", help="folder for the summary (default runs/mlp_sweep)")
-    parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda", "mps"], help="Lightning accelerator (default auto)")
-    parser.add_argument("--limit-rows", type=positive_int, default=None, help="use only the first N rows of each CSV (quick trials)")
-    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     return parser
 
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     from lightning_modules.sweep import run_sweep, summary_markdown
-    from lightning_modules.training import TrainConfig
+    from lightning_modules.training import config_from_args
 
-    base = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        data_dir=str(args.data_dir) if args.data_dir else None,
-        logdir=args.logdir,
-        accelerator=args.accelerator,
-        limit_rows=args.limit_rows,
-        echo=not args.quiet,
-    )
-    summary = run_sweep(base, list(dict.fromkeys(args.lrs)), list(dict.fromkeys(args.acts)), args.out)
+    summary = run_sweep(config_from_args(args), list(dict.fromkeys(args.lrs)), list(dict.fromkeys(args.acts)), args.out)
     print()
     print(summary_markdown(summary))
     print(f"summary: {args.out}/summary.md, {args.out}/summary.json, figure: {args.out}/curves.png")

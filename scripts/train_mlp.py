@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from datamodules.cli import ArgumentParser, add_data_arguments, positive_float, positive_int, run_main
+from datamodules.cli import ArgumentParser, positive_float, run_main
 from lightning_modules.mlp_module import ACTIVATIONS
+from lightning_modules.training import add_training_arguments
 
 
 def devices_arg(text: str):
@@ -34,37 +35,17 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
     parser.add_argument("--act", choices=sorted(ACTIVATIONS), default="relu", help="hidden-layer activation (default relu)")
-    parser.add_argument("--epochs", type=positive_int, default=100, help="training epochs (default 100)")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
-    add_data_arguments(parser)
-    parser.add_argument("--logdir", default="runs", help="root folder of TensorBoard runs (default runs)")
-    parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda", "mps"], help="Lightning accelerator (default auto)")
+    add_training_arguments(parser)
     parser.add_argument("--devices", type=devices_arg, default=1, help="number of devices/processes, or 'auto' (default 1)")
     parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
-    parser.add_argument("--limit-rows", type=positive_int, default=None, help="use only the first N rows of each CSV (quick trials)")
-    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     return parser
 
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    from lightning_modules.training import TrainConfig, train_mlp
+    from lightning_modules.training import config_from_args, train_mlp
 
-    config = TrainConfig(
-        lr=args.lr,
-        act=args.act,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        data_dir=str(args.data_dir) if args.data_dir else None,
-        logdir=args.logdir,
-        accelerator=args.accelerator,
-        devices=args.devices,
-        strategy=args.strategy,
-        limit_rows=args.limit_rows,
-        echo=not args.quiet,
-    )
-    results = train_mlp(config)
+    results = train_mlp(config_from_args(args, lr=args.lr, act=args.act, devices=args.devices, strategy=args.strategy))
     if results["world_size"] > 1 and not _is_rank_zero():
         return
     print(
