@@ -28,8 +28,9 @@ def run_sweep(base: TrainConfig, lrs: list[float], acts: list[str], out_dir: str
 def summarize(runs: list[dict]) -> dict:
     """Per-setting test numbers, and the best learning rate of each activation.
 
-    "Best" is chosen on the validation accuracy (the test set stays out of model selection);
-    the test numbers of that choice are reported beside it.
+    "Best" is chosen on validation only (the test set stays out of model selection): the highest
+    validation accuracy, ties (several settings reach 1.0 here) broken by the lowest validation
+    loss; the test numbers of that choice are reported beside it.
     """
     settings = [
         {
@@ -38,6 +39,7 @@ def summarize(runs: list[dict]) -> dict:
             "test_loss": run["test_loss"],
             "test_acc": run["test_acc"],
             "best_val_acc": run["best_val_acc"],
+            "best_val_loss": min((row["val/loss"] for row in run["history"] if "val/loss" in row), default=None),
             "seconds_per_epoch": run["seconds_per_epoch"],
             "log_dir": run["log_dir"],
         }
@@ -46,9 +48,15 @@ def summarize(runs: list[dict]) -> dict:
     best = {}
     for act in dict.fromkeys(row["act"] for row in settings):
         rows = [row for row in settings if row["act"] == act]
-        winner = max(rows, key=lambda row: row["best_val_acc"] if row["best_val_acc"] is not None else -1.0)
+        winner = max(rows, key=_selection_key)
         best[act] = {"lr": winner["lr"], "best_val_acc": winner["best_val_acc"], "test_acc": winner["test_acc"], "test_loss": winner["test_loss"]}
     return {"settings": settings, "best_lr_per_activation": best, "histories": {f"{r['act']}_lr{r['lr']:g}": r["history"] for r in runs}}
+
+
+def _selection_key(row: dict) -> tuple[float, float]:
+    accuracy = row["best_val_acc"] if row["best_val_acc"] is not None else -1.0
+    loss = row["best_val_loss"] if row["best_val_loss"] is not None else float("inf")
+    return accuracy, -loss
 
 
 def summary_markdown(summary: dict) -> str:
@@ -61,7 +69,7 @@ def summary_markdown(summary: dict) -> str:
         lines.append(
             f"| {row['act']} | {row['lr']:g} | {row['test_loss']:.4f} | {row['test_acc']:.4f} | {val} | {row['seconds_per_epoch']:.2f} |"
         )
-    lines += ["", "Best learning rate per activation (chosen on validation accuracy):", ""]
+    lines += ["", "Best learning rate per activation (chosen on validation accuracy, then validation loss):", ""]
     for act, best in summary["best_lr_per_activation"].items():
         lines.append(f"- {act}: lr {best['lr']:g} (validation {best['best_val_acc']:.4f}, test {best['test_acc']:.4f})")
     return "\n".join(lines) + "\n"
