@@ -6,6 +6,7 @@ GPU tests are real GPU tests: they skip, naming what is missing, where cuML or C
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,30 @@ def real_data_dir(_real_data_cache, monkeypatch):
         pytest.skip("the real Sign-MNIST CSVs are not in data/")
     monkeypatch.setenv("SIGN_MNIST_CACHE_DIR", str(_real_data_cache))
     return REAL_DATA_DIR
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module, so that tests call its ``main`` in-process.
+
+    A script may set environment variables for its own process when loaded (cluster.py sets
+    SCIPY_ARRAY_API); they are undone, so the rest of the session sees the environment it had.
+    """
+    saved = dict(os.environ)
+    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return module
+
+
+@pytest.fixture
+def single_thread():
+    """One BLAS/OpenMP thread: tiny arrays gain nothing from more, and on a busy 2-core machine
+    idle threads spin-wait on each other (t-SNE and PCA tests ran up to 50x slower)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield

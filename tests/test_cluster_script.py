@@ -3,7 +3,6 @@ one-line errors with exit code 2 for bad input."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HAS_CUDA, HAS_CUML, REPO_ROOT
+from conftest import HAS_CUDA, HAS_CUML, REPO_ROOT, load_script
 
 from datamodules.cli import run_main
 
@@ -23,19 +22,7 @@ SMALL = ["--sample-size", "300", "--k", "3,6", "--kmeans-n-init", "2", "--gmm-n-
 
 @pytest.fixture(scope="module")
 def cluster_script():
-    """The script as a module. Loading it sets SCIPY_ARRAY_API=1 (for its own process); that is
-    undone here so that the rest of the test session sees the environment it started with."""
-    before = os.environ.get("SCIPY_ARRAY_API")
-    spec = importlib.util.spec_from_file_location("cluster_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        if before is None:
-            os.environ.pop("SCIPY_ARRAY_API", None)
-        else:
-            os.environ["SCIPY_ARRAY_API"] = before
-    return module
+    return load_script("cluster")
 
 
 def _run(cluster_script, argv, capsys):

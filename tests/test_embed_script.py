@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 
 import pytest
-from conftest import HAS_CUDA, HAS_CUML, REPO_ROOT
-from threadpoolctl import threadpool_limits
+from conftest import HAS_CUDA, HAS_CUML, REPO_ROOT, load_script
 
 from datamodules.cli import run_main
 from datamodules.synthetic import write_synthetic_csvs
@@ -18,22 +16,15 @@ from reduction.embed_study import METHODS
 SCRIPT = REPO_ROOT / "scripts" / "embed.py"
 
 # Synthetic CSVs are not the Kaggle release; the loader says so, which is expected here.
-pytestmark = pytest.mark.filterwarnings("ignore:.*differs from the Kaggle release:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*differs from the Kaggle release:UserWarning"),
+    pytest.mark.usefixtures("single_thread"),
+]
 
 
 @pytest.fixture(scope="module")
 def embed():
-    spec = importlib.util.spec_from_file_location("embed_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # OpenMP threads of scikit-learn's t-SNE spin-wait each other on a busy 2-core machine.
-    with threadpool_limits(limits=1):
-        yield
+    return load_script("embed")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import warnings
 import numpy as np
 import pytest
 from conftest import requires_cuml
-from threadpoolctl import threadpool_limits
 
 from datamodules.splits import PRESENT_LABELS, reference_sample
 from datamodules.synthetic import synthetic_arrays
@@ -36,12 +35,7 @@ from reduction.embedding import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # scikit-learn's Barnes-Hut t-SNE runs OpenMP threads; on a shared 2-core machine they
-    # spin-wait for each other and a 0.4 s fit takes 20 s. One thread changes nothing tested.
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

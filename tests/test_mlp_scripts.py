@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import runpy
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, load_script
 
 TRAIN = REPO_ROOT / "scripts" / "train_mlp.py"
 SWEEP = REPO_ROOT / "scripts" / "sweep_mlp.py"
@@ -81,10 +80,6 @@ def test_sweep_script_writes_table_json_and_figure(synthetic_data_dir, tmp_path)
     assert sorted(p.name for p in (tmp_path / "runs" / "mlp").iterdir()) == ["linear_lr1e-03", "linear_lr1e-09", "relu_lr1e-03", "relu_lr1e-09"]
 
 
-def _main_of(script):
-    return runpy.run_path(str(script), run_name="not_main")["main"]
-
-
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -104,7 +99,7 @@ def test_bad_flags_are_one_line_errors(args, message, tmp_path, synthetic_data_d
     if "--data-dir" not in args:
         args = args + ["--data-dir", str(synthetic_data_dir)]
     try:
-        code = run_main(_main_of(TRAIN), [*args, "--logdir", str(tmp_path)])
+        code = run_main(load_script("train_mlp").main, [*args, "--logdir", str(tmp_path)])
     except SystemExit as stop:  # argparse
         code = stop.code
     assert code == 2

@@ -6,17 +6,12 @@ import numpy as np
 import pytest
 from conftest import requires_cuml
 from sklearn.decomposition import PCA as SklearnPCA
-from threadpoolctl import threadpool_limits
 
 from datamodules.synthetic import synthetic_arrays
 from reduction.pca import PCA
 
 
-@pytest.fixture(autouse=True)
-def _single_blas_thread():
-    # Tiny matrices gain nothing from BLAS threads, and on a shared machine idle threads spin.
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

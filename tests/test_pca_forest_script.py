@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import HAS_CUDA, HAS_CUML, REPO_ROOT
-from threadpoolctl import threadpool_limits
+from conftest import HAS_CUDA, HAS_CUML, REPO_ROOT, load_script
 
 from datamodules.cli import run_main
 
@@ -18,19 +16,12 @@ SCRIPT = REPO_ROOT / "scripts" / "pca_forest.py"
 TINY_GRIDS = ["--raw-trees", "3,6", "--raw-depths", "2,4", "--pca-trees", "3:6:3", "--pca-depths", "2,4"]
 
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("pca_forest_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(autouse=True)
-def _single_blas_thread():
-    # Tiny matrices gain nothing from BLAS threads, and on a shared machine idle threads spin.
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+    return load_script("pca_forest")
 
 
 def run(script, argv) -> int:
