@@ -45,7 +45,7 @@ def test_train_script_on_a_real_data_slice(real_data_dir, tmp_path):
     tags = events.Tags()["scalars"]
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "hparams/test_acc"} <= set(tags)
     assert events.Scalars("hparams/test_acc")[-1].value == pytest.approx(results["test_acc"], abs=1e-6)
-    assert any("hparams" in name for name in events.PluginTagToContent("hparams")) or events.PluginTagToContent("hparams")
+    assert events.PluginTagToContent("hparams")  # the HParams tab has this run's session
 
 
 @pytest.mark.slow
