@@ -118,6 +118,19 @@ def int_list(text: str, what: str = "list") -> list[int]:
     return parts
 
 
+def parsed_by(parse):
+    """An argparse ``type`` from a parser that raises ValueError: its message becomes the flag's error."""
+
+    def argument_type(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    argument_type.__name__ = parse.__name__
+    return argument_type
+
+
 def existing_path(text: str) -> Path:
     path = Path(text)
     if not path.exists():
@@ -132,6 +145,8 @@ def run_main(main, argv=None) -> int:
 
     try:
         result = main(argv)
+    except SystemExit as stop:  # argparse: --help (0) or a bad flag (2), its message already printed
+        return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
     except (DataError, UsageError, BackendError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR

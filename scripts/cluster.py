@@ -14,20 +14,11 @@ import os
 # support, which SciPy reads once, when it is first imported: set it before anything imports it.
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
-import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import sys  # noqa: E402
 
-from datamodules.cli import ArgumentParser, UsageError, add_study_arguments, positive_int, run_main, write_json  # noqa: E402
-
-
-def k_list_arg(text: str) -> tuple[int, ...]:
-    from reduction.cluster_study import parse_k_list
-
-    try:
-        return parse_k_list(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+from datamodules.cli import ArgumentParser, UsageError, add_study_arguments, parsed_by, positive_int, run_main, write_json  # noqa: E402
+from reduction.cluster_study import parse_k_list  # noqa: E402
 
 
 def build_parser() -> ArgumentParser:
@@ -47,7 +38,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--cluster-seed", type=int, default=42,
                         help="random_state of K-Means, the mixtures and their samples (default 42, the reference's); "
                         "--seed (default 22) picks the split and the sample")
-    parser.add_argument("--k", type=k_list_arg, default=None, metavar="KS",
+    parser.add_argument("--k", type=parsed_by(parse_k_list), default=None, metavar="KS",
                         help="k values for both sweeps (default 5:40:5; 5,15,25 with --quick)")
     parser.add_argument("--sample-size", type=positive_int, default=None, metavar="N",
                         help="training rows sampled for the clustering (default 10000; 2000 with --quick)")

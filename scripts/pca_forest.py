@@ -10,21 +10,12 @@ an interrupted run started again resumes.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
 
-from datamodules.cli import ArgumentParser, UsageError, add_study_arguments, positive_int, run_main, write_json
-
-
-def grid_arg(text: str) -> tuple[int, ...]:
-    from reduction.pca_forest_study import parse_grid_axis
-
-    try:
-        return parse_grid_axis(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+from datamodules.cli import ArgumentParser, UsageError, add_study_arguments, parsed_by, positive_int, run_main, write_json
+from reduction.pca_forest_study import parse_grid_axis
 
 
 def build_parser() -> ArgumentParser:
@@ -38,14 +29,15 @@ def build_parser() -> ArgumentParser:
         "--raw-depths 5,10,20. Full grids: raw 50:750:50 x 5:50:5, PCA 50:170:20 x 5:50:5; "
         "--quick: 10,30,50 x 5,10,15 on both, forests on 4000 sampled training rows.",
     )
+    grid = parsed_by(parse_grid_axis)
     add_study_arguments(parser, "pca_forest", quick_help="small grids and a training-row sample for the forests")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="where finished grid depths are kept, to resume (default OUT/grid_cache)")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the grid cache")
-    parser.add_argument("--raw-trees", type=grid_arg, default=None, metavar="GRID", help="n_estimators grid on raw pixels")
-    parser.add_argument("--raw-depths", type=grid_arg, default=None, metavar="GRID", help="max_depth grid on raw pixels")
-    parser.add_argument("--pca-trees", type=grid_arg, default=None, metavar="GRID", help="n_estimators grid on PCA features")
-    parser.add_argument("--pca-depths", type=grid_arg, default=None, metavar="GRID", help="max_depth grid on PCA features")
+    parser.add_argument("--raw-trees", type=grid, default=None, metavar="GRID", help="n_estimators grid on raw pixels")
+    parser.add_argument("--raw-depths", type=grid, default=None, metavar="GRID", help="max_depth grid on raw pixels")
+    parser.add_argument("--pca-trees", type=grid, default=None, metavar="GRID", help="n_estimators grid on PCA features")
+    parser.add_argument("--pca-depths", type=grid, default=None, metavar="GRID", help="max_depth grid on PCA features")
     parser.add_argument("--forest-rows", type=positive_int, default=None, metavar="N",
                         help="fit the forests on N sampled training rows (default: all; 4000 with --quick)")
     parser.add_argument("--limit-rows", type=positive_int, default=None, metavar="N",

@@ -27,10 +27,7 @@ def cluster_script():
 
 def _run(cluster_script, argv, capsys):
     """(exit code, stdout, stderr) of the script's main, in-process."""
-    try:
-        code = run_main(cluster_script.main, argv)
-    except SystemExit as exc:  # argparse errors
-        code = exc.code
+    code = run_main(cluster_script.main, argv)
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -238,3 +238,24 @@ def test_gzip_magic_wins_over_file_name(tmp_path):
     text = _good_rows(30)
     (tmp_path / "sign_mnist_train.csv").write_bytes(gzip.compress(text.encode()))
     assert load_split(tmp_path, "train")[0].shape == (30, 784)
+
+
+def test_run_main_turns_every_expected_failure_into_an_exit_code(capsys):
+    from datamodules.cli import ArgumentParser, UsageError, run_main
+
+    def main(argv):
+        parser = ArgumentParser(prog="demo")
+        parser.add_argument("--n", type=int)
+        args = parser.parse_args(argv)
+        if args.n == 0:
+            raise UsageError("n must not be 0")
+        if args.n == 1:
+            raise DataError("demo.csv: line 2: bad")
+
+    assert run_main(main, ["--n", "x"]) == 2
+    assert run_main(main, ["--n", "0"]) == 2
+    assert run_main(main, ["--n", "1"]) == 2
+    assert run_main(main, ["--help"]) == 0
+    assert run_main(main, ["--n", "5"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["demo: error: argument --n: invalid int value: 'x'", "error: n must not be 0", "error: demo.csv: line 2: bad"]

@@ -35,11 +35,8 @@ def tiny_data_dir(tmp_path):
 
 
 def call(embed, argv):
-    """Exit code of the script's entry point, in-process (argparse errors raise SystemExit)."""
-    try:
-        return run_main(embed.main, argv)
-    except SystemExit as exc:
-        return exc.code
+    """Exit code of the script's entry point, in-process."""
+    return run_main(embed.main, argv)
 
 
 def one_error_line(stderr: str) -> str:

@@ -98,10 +98,7 @@ def test_bad_flags_are_one_line_errors(args, message, tmp_path, synthetic_data_d
 
     if "--data-dir" not in args:
         args = args + ["--data-dir", str(synthetic_data_dir)]
-    try:
-        code = run_main(load_script("train_mlp").main, [*args, "--logdir", str(tmp_path)])
-    except SystemExit as stop:  # argparse
-        code = stop.code
+    code = run_main(load_script("train_mlp").main, [*args, "--logdir", str(tmp_path)])
     assert code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0]

@@ -117,10 +117,7 @@ def test_help_lists_every_flag(script, capsys):
 )
 def test_bad_input_is_one_line_and_exit_code_2(script, capsys, tmp_path, argv, message):
     argv = ["--out", str(tmp_path / "out"), *argv]
-    try:
-        code = run(script, argv)
-    except SystemExit as exc:  # argparse reports bad flags itself
-        code = exc.code
+    code = run(script, argv)
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
