@@ -130,15 +130,33 @@ def test_lle_shape_determinism_and_place():
     assert model.params_["method"] == "standard" and model.params_["reg"] == 1e-3
 
 
-def test_lle_falls_back_to_the_dense_solver_when_arpack_fails():
-    # Tight synthetic clusters make the shift-invert factor singular above 200 rows.
-    X, _ = synthetic_arrays(300, seed=0)
+def _singular_shift_invert(*args, **kwargs):
+    # What SciPy's eigsh raises when the LU factor of M - sigma*I is exactly singular (ARPACK's
+    # shift-invert mode); scikit-learn turns it into a ValueError naming ARPACK. Whether real data
+    # provokes it depends on the CPU and the LAPACK build, so the test provokes it on purpose.
+    raise RuntimeError("Factor is exactly singular")
+
+
+def test_lle_falls_back_to_the_dense_solver_when_arpack_fails(monkeypatch):
+    import sklearn.manifold._locally_linear as sklearn_lle
+
+    monkeypatch.setattr(sklearn_lle, "eigsh", _singular_shift_invert)
+    X, _ = synthetic_arrays(300, seed=0)  # above 200 rows, so "auto" picks ARPACK first
     model = LLE(random_state=0, backend="sklearn")
     embedding = model.fit_transform(X)
     assert model.params_["eigen_solver"] == "dense"
     assert embedding.shape == (300, 2) and np.isfinite(embedding).all()
-    with pytest.raises(ValueError, match="ARPACK"):
+    with pytest.raises(ValueError, match="ARPACK"):  # beyond dense_fallback_rows the error stands
         LLE(random_state=0, backend="sklearn", dense_fallback_rows=100).fit(X)
+
+
+def test_lle_retries_only_arpack_failures(monkeypatch):
+    import sklearn.manifold._locally_linear as sklearn_lle
+
+    monkeypatch.setattr(sklearn_lle, "eigsh", _singular_shift_invert)
+    X, _ = synthetic_arrays(300, seed=0)
+    with pytest.raises(ValueError, match="n_neighbors"):  # any other error is the user's to see
+        LLE(n_neighbors=400, random_state=0, backend="sklearn").fit(X)
 
 
 # ----------------------------------------------------------------------------- MDS
