@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import re
 import sys
@@ -16,8 +17,11 @@ import time
 from pathlib import Path
 
 from datamodules.csv_io import DataError
+from labkit.files import write_json  # noqa: F401  (re-exported for the scripts)
+from labkit.progress import Progress  # noqa: F401
 
 USAGE_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 class UsageError(ValueError):
@@ -138,11 +142,36 @@ def existing_path(text: str) -> Path:
     return path
 
 
-def run_main(main, argv=None) -> int:
-    """Call ``main(argv)``; turn expected failures into a one-line error and exit code 2."""
+def configure_logging(level: int = logging.INFO) -> None:
+    """Show the library's progress lines (logger ``sign_mnist_lab``) on stderr, Lightning's warnings only.
+
+    Lightning's info lines ("GPU available: False", "TPU available: ...", product tips, its own
+    Ctrl-C message) are noise in these scripts: the training code reports the device it uses.
+    """
+    from labkit.progress import logger
+
+    if not any(getattr(handler, "_sign_mnist_lab", False) for handler in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._sign_mnist_lab = True
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_utilities"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_main(main, argv=None, kept_on_interrupt: str | None = None) -> int:
+    """Call ``main(argv)``; turn expected failures into a one-line error and exit code 2.
+
+    Ctrl-C ends with one line on stderr saying where it stopped and what was kept (see
+    ``labkit.progress.stage``; ``kept_on_interrupt`` is the script's default account), exit 130.
+    """
     # Errors the user can fix by changing the input; anything else is a bug and keeps its traceback.
+    from labkit.progress import interruption_message
     from reduction.backend import BackendError
 
+    configure_logging()
     try:
         result = main(argv)
     except SystemExit as stop:  # argparse: --help (0) or a bad flag (2), its message already printed
@@ -150,47 +179,7 @@ def run_main(main, argv=None) -> int:
     except (DataError, UsageError, BackendError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(interruption_message(exc, kept_on_interrupt), file=sys.stderr, flush=True)
+        return INTERRUPTED
     return 0 if result is None else int(result)
-
-
-def write_json(path: str | Path, payload) -> Path:
-    """Write ``payload`` as indented JSON, atomically (a reader never sees half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def _json_default(value):
-    if hasattr(value, "item"):  # NumPy / torch scalars
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-class Progress:
-    """Progress lines for long loops: ``[3/10] label ... 12.3 s elapsed, ~28 s left``."""
-
-    def __init__(self, total: int, title: str, stream=None) -> None:
-        self.total, self.title, self.done = total, title, 0
-        self.stream = stream or sys.stderr
-        self.start = time.perf_counter()
-
-    def step(self, label: str = "") -> None:
-        self.done += 1
-        elapsed = time.perf_counter() - self.start
-        left = elapsed / self.done * (self.total - self.done)
-        print(
-            f"[{self.title} {self.done}/{self.total}] {label} ... "
-            f"{elapsed:.1f} s elapsed, ~{left:.0f} s left",
-            file=self.stream,
-            flush=True,
-        )

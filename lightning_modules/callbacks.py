@@ -8,6 +8,8 @@ from lightning import Callback
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
+from labkit.progress import report
+
 
 class EpochTimer(Callback):
     """Wall-clock seconds of each training epoch, validation excluded.
@@ -34,6 +36,26 @@ class EpochTimer(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.train_seconds.append(time.perf_counter() - self._start - self._val_seconds)
+
+
+class InterruptWatch(Callback):
+    """Notes a Ctrl-C during fit or test, and where it fell (Lightning swallows it into an exit)."""
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self.stage: str | None = None
+        self.epoch = 0
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.interrupted = True
+            self.stage = trainer.state.fn.value if trainer.state.fn is not None else None
+            self.epoch = trainer.current_epoch
+
+    def where(self, total_epochs: int) -> str:
+        if self.stage == "test":
+            return "while testing"
+        return f"at epoch {min(self.epoch + 1, total_epochs)}/{total_epochs}"
 
 
 class HistoryLogger(Logger):
@@ -66,7 +88,7 @@ class HistoryLogger(Logger):
         row.update({key: float(value) for key, value in metrics.items() if key != "epoch"})
         # Validation is logged before training within an epoch, so train/loss completes the row.
         if self.echo and "train/loss" in metrics:
-            print(self.format_row(row, self.total_epochs), flush=True)
+            report(self.format_row(row, self.total_epochs))
 
     @staticmethod
     def format_row(row: dict[str, float], total_epochs: int | None = None) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from datamodules.cli import write_json
+from labkit.files import write_json, write_text
+from labkit.progress import Interrupted, report
 from lightning_modules.training import TrainConfig, train_mlp
 
 
@@ -15,13 +16,19 @@ def run_sweep(base: TrainConfig, lrs: list[float], acts: list[str], out_dir: str
     runs = []
     settings = [(act, lr) for act in acts for lr in lrs]
     for number, (act, lr) in enumerate(settings, start=1):
-        print(f"== setting {number}/{len(settings)}: act={act} lr={lr:g}", flush=True)
-        runs.append(train_mlp(dataclasses.replace(base, act=act, lr=lr)))
+        report(f"== setting {number}/{len(settings)}: act={act} lr={lr:g}")
+        try:
+            runs.append(train_mlp(dataclasses.replace(base, act=act, lr=lr)))
+        except KeyboardInterrupt as exc:
+            where = str(exc).split(";")[0] if isinstance(exc, Interrupted) else "while loading the data"
+            kept = (f"the {len(runs)} finished run(s) are kept ({', '.join(run['run'] for run in runs)})"
+                    if runs else "no run finished")
+            raise Interrupted(f"at setting {number}/{len(settings)}, {where}; {kept}; no summary written") from None
     summary = summarize(runs)
     summary["config"] = {key: value for key, value in dataclasses.asdict(base).items() if key not in ("lr", "act", "echo")}
-    write_json(out_dir / "summary.json", summary)
-    (out_dir / "summary.md").write_text(summary_markdown(summary))
     plot_histories(runs, out_dir / "curves.png")
+    write_text(out_dir / "summary.md", summary_markdown(summary))
+    write_json(out_dir / "summary.json", summary)
     return summary
 
 
@@ -77,7 +84,7 @@ def summary_markdown(summary: dict) -> str:
 
 def plot_histories(runs: list[dict], path: Path) -> Path:
     """Loss and accuracy per epoch (training solid, validation dashed), one colour per setting."""
-    from reduction.figures import plt, save
+    from labkit.figures import plt, save
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(13, 4.8))
     colours = plt.get_cmap("tab10")

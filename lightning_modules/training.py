@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import statistics
 import time
 import warnings
@@ -15,8 +17,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from datamodules import SignMNISTDataModule
-from datamodules.cli import UsageError, write_json
-from lightning_modules.callbacks import EpochTimer, HistoryLogger
+from datamodules.cli import UsageError
+from labkit.files import write_json
+from labkit.progress import Interrupted, report
+from lightning_modules.callbacks import EpochTimer, HistoryLogger, InterruptWatch
 from lightning_modules.mlp_module import MLPClassifier, parameter_report
 
 
@@ -130,6 +134,7 @@ def _fit_and_test(config: TrainConfig, datamodule, model, version: str) -> dict:
     tensorboard = TensorBoardLogger(config.logdir, name="mlp", version=version, default_hp_metric=False)
     history = HistoryLogger(echo=config.echo, total_epochs=config.epochs)
     timer = EpochTimer()
+    watch = InterruptWatch()
     checkpoint = ModelCheckpoint(monitor="val/acc", mode="max", filename="best-{epoch}", save_last=False)
     trainer = _make_trainer(
         max_epochs=config.epochs,
@@ -137,29 +142,42 @@ def _fit_and_test(config: TrainConfig, datamodule, model, version: str) -> dict:
         devices=config.devices,
         strategy=config.strategy,
         logger=[tensorboard, history],
-        callbacks=[timer, checkpoint],
+        callbacks=[timer, checkpoint, watch],
         enable_progress_bar=False,  # one summary line per epoch instead (HistoryLogger)
         enable_model_summary=False,
         log_every_n_steps=50,
         num_sanity_val_steps=0,
     )
+    if trainer.is_global_zero:
+        report(f"{version}: training on {device_description(trainer)}")
     started = time.perf_counter()
-    with warnings.catch_warnings():
-        # Our batches are already tensors in memory: Lightning's advice about DataLoader workers
-        # does not apply.
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        # Metrics are logged per epoch, so the per-step logging interval is irrelevant.
-        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning-internal
-        trainer.fit(model, datamodule)
-        test_metrics = trainer.test(model, datamodule, verbose=False)[0]
-    total_seconds = time.perf_counter() - started
+    try:
+        with warnings.catch_warnings():
+            # Our batches are already tensors in memory: Lightning's advice about DataLoader workers
+            # does not apply.
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            # Metrics are logged per epoch, so the per-step logging interval is irrelevant.
+            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+            warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning-internal
+            _interruptible(trainer.fit, watch, model, datamodule)
+            test_metrics = _interruptible(trainer.test, watch, model, datamodule, verbose=False)[0]
+        return _write_results(config, datamodule, model, trainer, tensorboard, history, timer, checkpoint,
+                              test_metrics, time.perf_counter() - started)
+    except KeyboardInterrupt:
+        # A run without results.json is no run: take its folder away (events, checkpoint), so
+        # TensorBoard shows no stump and the next run of this setting gets this name.
+        if trainer.is_global_zero:
+            shutil.rmtree(tensorboard.log_dir, ignore_errors=True)
+        raise Interrupted(f"{watch.where(config.epochs)} of {version}; nothing written for this run") from None
 
+
+def _write_results(config, datamodule, model, trainer, tensorboard, history, timer, checkpoint, test_metrics, total_seconds) -> dict:
+    """The results dictionary; on rank zero also HParams and ``results.json`` (written last, atomically)."""
     rows = history.history
     best = max(rows, key=lambda row: row.get("val/acc", float("-inf"))) if rows else {}
     results = {
         **{key: value for key, value in asdict(config).items() if key != "echo"},
-        "run": version,
+        "run": tensorboard.version,
         "log_dir": tensorboard.log_dir,
         "test_loss": test_metrics["test/loss"],
         "test_acc": test_metrics["test/acc"],
@@ -191,3 +209,22 @@ def _fit_and_test(config: TrainConfig, datamodule, model, version: str) -> dict:
         tensorboard.finalize("success")
         write_json(Path(tensorboard.log_dir) / "results.json", results)
     return results
+
+
+def _interruptible(trainer_fn, watch: InterruptWatch, *args, **kwargs):
+    """Call ``trainer.fit``/``trainer.test``, turning Lightning's Ctrl-C exit into KeyboardInterrupt.
+
+    On Ctrl-C Lightning tears down, logs "Detected KeyboardInterrupt", leaves SIGINT ignored and
+    calls ``sys.exit(1)``; the caller wants a KeyboardInterrupt it can account for instead, and a
+    second Ctrl-C to work again afterwards.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        return trainer_fn(*args, **kwargs)
+    except SystemExit:
+        if not watch.interrupted:
+            raise
+        raise KeyboardInterrupt from None
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)

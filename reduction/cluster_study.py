@@ -310,7 +310,7 @@ def _versions() -> dict:
 
 def kmeans_scores_figure(ks, silhouettes, inertias, chosen_k, path) -> Path:
     """Silhouette and inertia against k, side by side, the chosen k marked."""
-    from reduction.figures import plt, save
+    from labkit.figures import plt, save
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, values, name in ((left, silhouettes, "mean silhouette"), (right, inertias, "inertia")):
@@ -330,7 +330,7 @@ def kmeans_scores_figure(ks, silhouettes, inertias, chosen_k, path) -> Path:
 
 def aic_bic_figure(ks, aics, bics, chosen_k, path) -> Path:
     """AIC and BIC against k, the chosen (lowest-BIC) k marked."""
-    from reduction.figures import plt, save
+    from labkit.figures import plt, save
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     ax.plot(ks, aics, "o-", label="AIC")
@@ -353,7 +353,7 @@ def cluster_grid_figure(images, labels, cluster_labels, path, title: str, per_cl
     Drawn as one mosaic image (a 40 x 20 grid of separate axes takes matplotlib most of a minute).
     """
     from datamodules import letter
-    from reduction.figures import plt, save
+    from labkit.figures import plt, save
 
     side, gap = 28, 8  # pixels per image, and between images (room for the letters)
     members = first_members(cluster_labels, per_cluster)
@@ -380,7 +380,7 @@ def cluster_grid_figure(images, labels, cluster_labels, path, title: str, per_cl
 
 
 def generated_figure(pixels, components, path, k: int) -> Path:
-    from reduction.figures import image_grid
+    from labkit.figures import image_grid
 
     return image_grid(
         pixels, path, titles=[f"comp {c}" for c in components], ncols=10,

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.colors import to_rgb
 
-from reduction.figures import plt, save
+from labkit.figures import plt, save
 
 METHODS = ("pca", "tsne", "lle", "mds")
 METHOD_TITLES = {"pca": "PCA (2 components)", "tsne": "t-SNE", "lle": "LLE", "mds": "MDS"}

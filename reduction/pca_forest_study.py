@@ -343,7 +343,7 @@ def summary_lines(results: dict) -> list[str]:
 def _plot_cumulative_variance(pca: PCA, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    from reduction.figures import save
+    from labkit.figures import save
 
     cumulative = pca.cumulative_variance_
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -362,7 +362,7 @@ def _plot_cumulative_variance(pca: PCA, path: Path) -> Path:
 
 def _plot_reconstruction(originals, reconstructed, labels, n_components: int, path: Path) -> Path:
     from datamodules import letter
-    from reduction.figures import image_grid
+    from labkit.figures import image_grid
 
     titles = [letter(label) for label in labels] * 2
     return image_grid(
@@ -379,7 +379,7 @@ def _plot_heatmap(grid: ForestGridSearch, feature_name: str, path: Path) -> Path
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from reduction.figures import save
+    from labkit.figures import save
 
     values, n_axis, depth_axis = grid_matrix(grid.cells_, "val_accuracy")
     fig, ax = plt.subplots(figsize=(max(5, 0.62 * len(n_axis) + 2), max(3, 0.45 * len(depth_axis) + 1.5)))
@@ -406,7 +406,7 @@ def _plot_confusion(y_true, y_pred, title: str, path: Path) -> Path:
     from sklearn.metrics import confusion_matrix
 
     from datamodules import letter
-    from reduction.figures import save
+    from labkit.figures import save
 
     labels = np.union1d(np.unique(y_true), np.unique(y_pred))
     matrix = confusion_matrix(y_true, y_pred, labels=labels)

@@ -39,4 +39,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run_main(main, kept_on_interrupt="no run finished; nothing written"))

@@ -63,4 +63,4 @@ def _is_rank_zero() -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run_main(main, kept_on_interrupt="nothing written for this run"))

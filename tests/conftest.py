@@ -85,3 +85,48 @@ def single_thread():
 
     with threadpool_limits(limits=1):
         yield
+
+
+def interrupt_script(script: Path, *args, cwd: Path, after: str, timeout: float = 300):
+    """Run ``script`` in a child process, send it a real SIGINT once ``after`` shows on its stderr.
+
+    Returns (exit code, stdout, stderr). The child's SIGINT is reset to the default before exec:
+    a child of a background job in a non-interactive shell (CI) would otherwise inherit "ignore".
+    """
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def default_sigint():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    stdout_path = cwd / "interrupted-stdout.txt"
+    with open(stdout_path, "w") as stdout:
+        child = subprocess.Popen(
+            [sys.executable, str(script), *map(str, args)],
+            cwd=cwd, stdout=stdout, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
+        )
+        seen, deadline = [], time.monotonic() + timeout
+        try:
+            for line in child.stderr:
+                seen.append(line)
+                if re.search(after, line):
+                    child.send_signal(signal.SIGINT)
+                    break
+                if time.monotonic() > deadline:
+                    break
+            else:
+                raise AssertionError(f"{script.name} ended before {after!r}:\n{''.join(seen)[-3000:]}")
+            rest = child.stderr.read()
+            code = child.wait(timeout=timeout)
+        finally:
+            if child.poll() is None:
+                child.kill()
+    return code, stdout_path.read_text(), "".join(seen) + rest
+
+
+def leftover_temporary_files(root: Path) -> list[Path]:
+    """Temporary files of atomic writes (``*.tmp*``) anywhere under ``root``."""
+    return [path for path in root.rglob("*") if ".tmp" in path.name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -118,3 +119,28 @@ def test_help_lists_every_flag():
     done = subprocess.run([sys.executable, str(TRAIN), "--help"], capture_output=True, text=True)
     for flag in ("--lr", "--act", "--epochs", "--batch-size", "--seed", "--data-dir", "--logdir", "--accelerator", "--devices", "--strategy"):
         assert flag in done.stdout
+
+
+def test_ctrl_c_during_training_stops_cleanly(synthetic_data_dir, tmp_path):
+    from conftest import interrupt_script, leftover_temporary_files
+
+    runs = tmp_path / "runs"
+    code, _, stderr = interrupt_script(
+        TRAIN, "--epochs", "200", "--data-dir", synthetic_data_dir, "--logdir", runs,
+        cwd=tmp_path, after=r"^epoch 2/200 ",
+    )
+    assert code == 130, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"interrupted at epoch \d+/200 of relu_lr1e-03; nothing written for this run", last), last
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert not (runs / "mlp" / "relu_lr1e-03").exists()  # no stump of a run, no results.json
+    assert not leftover_temporary_files(tmp_path)
+
+
+def test_lightning_chatter_is_replaced_by_one_device_line(synthetic_data_dir, tmp_path):
+    done = _run(TRAIN, "--epochs", "1", "--data-dir", synthetic_data_dir, "--logdir", tmp_path / "runs", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    output = done.stdout + done.stderr
+    for noise in ("GPU available", "TPU available", "Tip:", "litmodels"):
+        assert noise not in output
+    assert re.search(r"^relu_lr1e-03: training on cpu: ", done.stderr, re.MULTILINE), done.stderr

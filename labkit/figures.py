@@ -1,4 +1,4 @@
-"""Figure helpers shared by the reduction steps (matplotlib, headless)."""
+"""Figure helpers shared by the studies and the MLP sweep (matplotlib, headless)."""
 
 from __future__ import annotations
 
@@ -41,8 +41,13 @@ def image_grid(
 
 
 def save(fig, path: str | Path) -> Path:
+    """Save ``fig`` as ``path`` (PNG), atomically: an interrupted save leaves no half-drawn file."""
+    from labkit.files import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
