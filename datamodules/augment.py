@@ -1,0 +1,225 @@
+"""Batched, per-sample random augmentation of Sign-MNIST images on the training device.
+
+Every image of a batch gets its own small random affine transform (rotation, translation,
+scale) and its own brightness and contrast change, all in a handful of tensor operations on
+the device the batch is on: no per-sample Python loop, no DataLoader workers.
+
+    augmenter = BatchAugmenter(AugmentConfig())           # the defaults, strength 1
+    generator = torch.Generator().manual_seed(22)          # CPU generator, also for CUDA batches
+    images = augmenter(images, generator)                  # [B, 784] 0..255 in, same out
+
+Only training batches are augmented: :class:`AugmentedBatches` wraps a training batch iterable
+(e.g. :class:`~datamodules.sign_mnist_datamodule.InMemoryBatches`), and
+:func:`augment_training_batch` does the same for one ``(images, labels)`` batch, for a Lightning
+``on_after_batch_transfer`` hook.
+
+Why not ``torchvision.transforms.v2.RandomAffine`` / ``ColorJitter``: their ``functional`` ops
+take ONE parameter set per call (a float angle, a float brightness factor), and the random
+transforms draw one set per call, so a whole batch would share one transform unless they are
+called in a Python loop over its samples (~50 us a call, 32 calls a step: as much as the
+training step itself). Here the per-sample affine matrices go to ``affine_grid`` +
+``grid_sample`` in one call each, and brightness/contrast are the same blends torchvision's
+``adjust_brightness`` / ``adjust_contrast`` do, with one factor per image; tests check both
+against torchvision's functional ops sample by sample.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Iterable, Iterator
+
+import torch
+from torch.nn import functional as F
+
+IMAGE_SIDE = 28
+PIXEL_MAX = 255.0
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Ranges of the random changes; each is drawn uniformly and independently per image.
+
+    ``rotation_deg``: angle in [-r, r] degrees, counter-clockwise on screen for positive angles
+    (torchvision's ``rotate`` convention); ``translate``: shift in [-t, t] of the image side, per
+    axis; ``scale``: zoom factor in [1 - s, 1 + s]; ``brightness``: pixel factor in [1 - b, 1 + b];
+    ``contrast``: factor in [1 - c, 1 + c] on each image's deviation from its own mean.
+    ``strength`` multiplies all five ranges (0: identity, 1: the ranges as given).
+    ``padding_mode`` fills what moves into view, see :class:`BatchAugmenter`.
+    """
+
+    rotation_deg: float = 11.0
+    translate: float = 0.15
+    scale: float = 0.10
+    brightness: float = 0.2
+    contrast: float = 0.2
+    strength: float = 1.0
+    padding_mode: str = "border"
+
+    def __post_init__(self) -> None:
+        for name in ("rotation_deg", "translate", "scale", "brightness", "contrast", "strength"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        # Factors 1 - s must stay positive: a zero or negative zoom/brightness/contrast is no
+        # longer a "small" change (it flips or blanks the image).
+        for name in ("scale", "brightness", "contrast"):
+            if getattr(self, name) * self.strength >= 1:
+                raise ValueError(f"{name} x strength must be below 1, got {getattr(self, name) * self.strength:g}")
+        if self.padding_mode not in ("border", "zeros", "reflection"):
+            raise ValueError(f"padding_mode must be 'border', 'zeros' or 'reflection', got {self.padding_mode!r}")
+
+    @property
+    def is_identity(self) -> bool:
+        return self.strength == 0 or not any(
+            (self.rotation_deg, self.translate, self.scale, self.brightness, self.contrast)
+        )
+
+    def with_strength(self, strength: float) -> "AugmentConfig":
+        return replace(self, strength=strength)
+
+    def as_dict(self) -> dict[str, float | str]:
+        """Flat ``{"augment_rotation_deg": 11.0, ...}`` for results.json and TensorBoard HParams."""
+        return {f"augment_{key}": value for key, value in asdict(self).items()}
+
+
+class BatchAugmenter:
+    """Random per-image affine + brightness/contrast changes of a whole batch at once.
+
+    Call with ``images`` of shape [B, 784] (or [B, 1, 28, 28]), float or uint8, pixel values
+    0..255; returns a new tensor of the same shape, dtype and device, clamped to 0..255 (uint8
+    input is rounded back). The model's ``Normalization`` expects exactly these raw values.
+
+    Randomness: the 6 x B parameters are drawn with ``generator`` on the generator's own device
+    and then moved to the images' device. A CPU generator (recommended) gives the same draws for
+    CPU and CUDA batches, so the same seed gives the same augmentation on both (the resampling
+    itself may differ in the last float bits between devices). A CUDA generator also works, with
+    CUDA batches. ``generator=None`` draws from torch's global RNG. The number of draws does not
+    depend on the ranges, so changing ``strength`` never shifts the random stream.
+
+    Padding: ``padding_mode="border"`` (the default) extends each image's edge pixels into the
+    area a rotation/shift/zoom-out uncovers. The hand signs were photographed in front of varied
+    backgrounds that run to the image edges; black (``"zeros"``) wedges and strips never occur
+    in the real images and would be an easy cue that only augmented images carry, while
+    ``"reflection"`` mirrors fingers into the frame. Repeating the edge keeps the background.
+    """
+
+    def __init__(self, config: AugmentConfig | None = None, image_side: int = IMAGE_SIDE) -> None:
+        self.config = config or AugmentConfig()
+        self.image_side = image_side
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+    def draw(self, batch_size: int, generator: torch.Generator | None = None, device=None) -> dict[str, torch.Tensor]:
+        """The per-image parameters: angle (radians), tx, ty (fractions of the side), scale,
+        brightness and contrast factors; each a float32 tensor [B] on ``device``."""
+        cfg, k = self.config, self.config.strength
+        draw_device = generator.device if generator is not None else torch.device("cpu")
+        u = torch.rand(6, batch_size, generator=generator, device=draw_device) * 2 - 1  # U(-1, 1)
+        u = u.to(device if device is not None else draw_device)
+        return {
+            "angle": u[0] * math.radians(cfg.rotation_deg * k),
+            "tx": u[1] * (cfg.translate * k),
+            "ty": u[2] * (cfg.translate * k),
+            "scale": 1 + u[3] * (cfg.scale * k),
+            "brightness": 1 + u[4] * (cfg.brightness * k),
+            "contrast": 1 + u[5] * (cfg.contrast * k),
+        }
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        params = self.draw(len(images), generator, images.device)
+        return self.apply(images, params)
+
+    def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Apply given per-image parameters (as :meth:`draw` returns them)."""
+        shape, dtype = images.shape, images.dtype
+        side = self.image_side
+        if images.ndim == 2 and shape[1] == side * side:
+            x = images.reshape(-1, 1, side, side)
+        elif images.ndim == 4 and tuple(shape[1:]) == (1, side, side):
+            x = images
+        else:
+            raise ValueError(f"expected images of shape [B, {side * side}] or [B, 1, {side}, {side}], got {list(shape)}")
+        x = x.float() if not x.is_floating_point() else x
+        x = self._geometry(x, params)
+        x = self._photometry(x, params)
+        x = x.clamp(0, PIXEL_MAX)
+        if not dtype.is_floating_point:
+            x = x.round()
+        return x.to(dtype).reshape(shape)
+
+    def _geometry(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        # affine_grid's theta maps OUTPUT to INPUT coordinates (normalised to [-1, 1], x to the
+        # right, y down), so it holds the inverse of the forward map
+        #     out = s * R(angle) @ in + t,  R = [[cos, sin], [-sin, cos]]
+        # (R turns counter-clockwise on screen because y points down):
+        #     in = R(-angle) / s @ (out - t).
+        # A shift by a fraction f of the side is 2f in normalised units (the side spans 2).
+        cos, sin = torch.cos(p["angle"]), torch.sin(p["angle"])
+        inv_s = 1 / p["scale"]
+        tx, ty = 2 * p["tx"], 2 * p["ty"]
+        a, b = cos * inv_s, -sin * inv_s
+        c, d = sin * inv_s, cos * inv_s
+        theta = torch.stack(
+            [
+                torch.stack([a, b, -(a * tx + b * ty)], dim=1),
+                torch.stack([c, d, -(c * tx + d * ty)], dim=1),
+            ],
+            dim=1,
+        ).to(x.dtype)
+        # align_corners=False: pixel centres at -1 + (2i + 1)/side, as torchvision's affine; the
+        # identity theta then samples every pixel exactly at its centre.
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode=self.config.padding_mode, align_corners=False)
+
+    @staticmethod
+    def _photometry(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        # torchvision's order within ColorJitter varies; here brightness, then contrast, each as
+        # torchvision's functional op (a blend with black, then with the image's mean), clamped
+        # in between as torchvision does.
+        factor_b = p["brightness"].to(x.dtype).view(-1, 1, 1, 1)
+        factor_c = p["contrast"].to(x.dtype).view(-1, 1, 1, 1)
+        x = (x * factor_b).clamp(0, PIXEL_MAX)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        return factor_c * x + (1 - factor_c) * mean
+
+
+def augment_training_batch(batch, augmenter: BatchAugmenter, generator: torch.Generator | None = None):
+    """``(images, labels)`` -> ``(augmented images, labels)``: one training batch.
+
+    For a Lightning hook that sees every batch (``on_after_batch_transfer``); the caller must
+    check that it is a training batch (``trainer.training``).
+    """
+    images, labels = batch
+    return augmenter(images, generator), labels
+
+
+class AugmentedBatches:
+    """Wraps a training batch iterable so that every batch it yields is augmented.
+
+    ``batches`` yields ``(images, labels)`` (e.g. ``InMemoryBatches``); its length and its
+    epoch-by-epoch order are kept. Each pass (epoch) draws from a CPU generator seeded from
+    ``(seed, rank, epoch)``, so an epoch's augmentation does not depend on earlier epochs, every
+    DDP rank draws its own, and the same seed gives the same run on CPU and CUDA.
+    """
+
+    def __init__(self, batches: Iterable, augmenter: BatchAugmenter, seed: int = 0, rank: int = 0) -> None:
+        self.batches, self.augmenter = batches, augmenter
+        self.seed, self.rank = seed, rank
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def _generator(self) -> torch.Generator:
+        # One 63-bit seed per (seed, rank, epoch); SeedSequence-like mixing is unnecessary for
+        # torch's Philox/MT generators as long as the seeds differ.
+        mixed = (self.seed * 1_000_003 + self.rank) * 1_000_003 + self.epoch
+        return torch.Generator().manual_seed(mixed % (2**63))
+
+    def __iter__(self) -> Iterator:
+        generator = self._generator()
+        self.epoch += 1
+        for batch in self.batches:
+            yield augment_training_batch(batch, self.augmenter, generator)
