@@ -1,8 +1,8 @@
-"""Random forests on cuML or scikit-learn, and a resumable grid search over trees x depth.
+"""A resumable grid search of random forests over trees x depth.
 
-``RandomForest`` is one estimator for both backends (``implementation("random_forest", ...)``
-picks the class). ``ForestGridSearch`` scores every (n_estimators, max_depth) cell of a grid on
-held-out validation rows.
+``RandomForest`` is one estimator for both backends; it lives in
+:mod:`reduction.estimators.forest` and is re-exported here. ``ForestGridSearch`` scores every
+(n_estimators, max_depth) cell of a grid on held-out validation rows.
 
 Why the grid is cheap on scikit-learn: a scikit-learn forest draws one seed per tree, in order,
 from ``random_state``, so with the same settings and ``random_state`` the forest of k trees is
@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reduction.backend import implementation, select_backend, to_numpy
+from reduction.backend import implementation, select_backend
+from reduction.estimators.forest import RandomForest
 
 METRICS = ("accuracy", "precision", "recall", "f1")
 # Places whose forests are prefixes of larger forests with the same seed (see the module doc).
@@ -52,49 +53,6 @@ def classification_metrics(y_true, y_pred) -> dict[str, float]:
         "recall": float(recall),
         "f1": float(f1),
     }
-
-
-class RandomForest:
-    """A random-forest classifier on cuML (GPU) or scikit-learn (CPU).
-
-    Parameters mean what they mean in scikit-learn; ``n_jobs`` is used only by scikit-learn.
-    Features are passed as float32 and, on cuML, labels as consecutive int32 codes (what cuML
-    trains on); predictions are decoded back to the original labels.
-
-    Fitted attributes: ``model_`` (the backend's estimator), ``classes_``, ``backend_`` (the place
-    it ran: "cuml" or "sklearn"), ``fit_seconds_`` (wall time of the backend's ``fit``).
-    """
-
-    def __init__(self, n_estimators=100, max_depth=None, backend="auto", random_state=None, n_jobs=-1) -> None:
-        self.n_estimators = n_estimators
-        self.max_depth = max_depth
-        self.backend = backend
-        self.random_state = random_state
-        self.n_jobs = n_jobs
-
-    def fit(self, X, y) -> "RandomForest":
-        factory, self.backend_ = implementation("random_forest", select_backend(self.backend))
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        y = np.asarray(y)
-        self.classes_, codes = np.unique(y, return_inverse=True)
-        params = {"n_estimators": int(self.n_estimators), "max_depth": self.max_depth, "random_state": self.random_state}
-        # cuML takes no n_jobs (it parallelises over CUDA streams) and trains on int32 codes;
-        # scikit-learn keeps the labels themselves, so ``model_`` is an ordinary forest.
-        self._encoded = self.backend_ == "cuml"
-        if self._encoded:
-            self.model_ = factory(**params)
-            target = codes.astype(np.int32)
-        else:
-            self.model_ = factory(**params, n_jobs=self.n_jobs)
-            target = y
-        start = time.perf_counter()
-        self.model_.fit(X, target)
-        self.fit_seconds_ = time.perf_counter() - start
-        return self
-
-    def predict(self, X) -> np.ndarray:
-        predicted = to_numpy(self.model_.predict(np.ascontiguousarray(X, dtype=np.float32))).ravel()
-        return self.classes_[predicted.astype(np.int64)] if self._encoded else predicted
 
 
 def prefix_predictions(forest, X, sizes, n_jobs=-1) -> dict[int, np.ndarray]:
@@ -235,7 +193,7 @@ class ForestGridSearch:
 
     Fitted attributes: ``cells_`` (dicts: n_estimators, max_depth, the eight metrics and
     ``fit_seconds``, which is None for prefix-scored cells), ``best_`` (see :func:`best_cell`),
-    ``backend_`` (the place the forests ran), ``depth_seconds_`` ({depth: seconds to grow and
+    ``place_`` (the place the forests ran), ``depth_seconds_`` ({depth: seconds to grow and
     score that depth}), ``forests_grown_`` (forests fitted by this call), ``depths_from_cache_``.
     """
 
@@ -264,7 +222,7 @@ class ForestGridSearch:
 
         n_axis = grid_axis(self.n_estimators_grid, "n_estimators grid")
         depth_axis = grid_axis(self.max_depth_grid, "max_depth grid")
-        factory, self.backend_ = implementation("random_forest", select_backend(self.backend))
+        factory, self.place_ = implementation("random_forest", select_backend(self.backend))
         X = np.ascontiguousarray(X, dtype=np.float32)
         X_val = np.ascontiguousarray(X_val, dtype=np.float32)
         y, y_val = np.asarray(y), np.asarray(y_val)
@@ -284,7 +242,7 @@ class ForestGridSearch:
                 self.depths_from_cache_.append(depth)
             else:
                 start = time.perf_counter()
-                score = self._score_prefixes if self.backend_ in PREFIX_PLACES else self._score_each
+                score = self._score_prefixes if self.place_ in PREFIX_PLACES else self._score_each
                 cells = score(X, y, X_val, y_val, n_axis, depth)
                 payload = {"cells": cells, "seconds": time.perf_counter() - start}
                 if cache:
@@ -307,7 +265,7 @@ class ForestGridSearch:
     def _score_prefixes(self, X, y, X_val, y_val, n_axis, depth) -> list[dict]:
         forest = self._forest(n_axis[-1], depth).fit(X, y)
         self.forests_grown_ += 1
-        model = forest.model_
+        model = forest.estimator_
         train = prefix_predictions(model, X, n_axis, self.n_jobs)
         val = prefix_predictions(model, X_val, n_axis, self.n_jobs)
         return [_cell(n, depth, y, train[n], y_val, val[n], None) for n in n_axis]
@@ -340,9 +298,9 @@ class ForestGridSearch:
             "n_estimators": list(n_axis),
             "max_depth": int(depth),
             "random_state": int(self.random_state),
-            "place": self.backend_,
+            "place": self.place_,
             "library": f"{library.__name__} {getattr(library, '__version__', '?')}",
-            "prefix_scoring": self.backend_ in PREFIX_PLACES,
+            "prefix_scoring": self.place_ in PREFIX_PLACES,
         }
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 

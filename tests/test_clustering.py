@@ -134,7 +134,7 @@ def test_kmeans_is_deterministic(blobs):
     a = KMeans(5, n_init=2, random_state=7, backend="sklearn").fit(X)
     b = KMeans(5, n_init=2, random_state=7, backend="sklearn").fit(X)
     assert np.array_equal(a.labels_, b.labels_) and a.inertia_ == b.inertia_
-    assert a.backend_ == "sklearn" and a.cluster_centers_.shape == (5, X.shape[1])
+    assert a.place_ == "sklearn" and a.cluster_centers_.shape == (5, X.shape[1])
     assert np.array_equal(a.predict(X), a.labels_)
 
 
@@ -191,7 +191,7 @@ assert array_api_problem() is None, array_api_problem()
 X, _ = make_blobs(300, n_features=4, centers=3, random_state=1)
 cpu = GaussianMixture(3, n_init=3, random_state=42, backend="sklearn").fit(X)
 xp = GaussianMixture(3, n_init=3, random_state=42, backend="sklearn").fit_array_api(X, device=DEVICE)
-assert xp.backend_ == PLACE and xp.init_place_ == "sklearn", (xp.backend_, xp.init_place_)
+assert xp.place_ == PLACE and xp.init_place_ == "sklearn", (xp.place_, xp.init_place_)
 assert np.array_equal(cpu.labels_, xp.labels_)
 assert np.isclose(cpu.lower_bound_, xp.lower_bound_, rtol=1e-9), (cpu.lower_bound_, xp.lower_bound_)
 assert np.isclose(cpu.bic(X), xp.bic(X), rtol=1e-9) and np.isclose(cpu.aic(X), xp.aic(X), rtol=1e-9)

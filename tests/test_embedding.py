@@ -56,7 +56,7 @@ def test_tsne_sklearn_shape_determinism_and_place(small):
     assert a.shape == (150, 2) and np.isfinite(a).all()
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
-    assert first.backend_ == "sklearn"
+    assert first.place_ == "sklearn"
     assert first.params_["init"] == "random" and first.params_["learning_rate"] == "auto"
     assert first.params_["max_iter"] == 250 and first.params_["random_state"] == 5
     assert first.learning_rate_ == 50.0  # 150 / 12 / 4 < 50
@@ -125,7 +125,7 @@ def test_lle_shape_determinism_and_place():
     b = LLE(n_neighbors=10, random_state=1, backend="sklearn").fit_transform(X)
     assert a.shape == (120, 2) and np.isfinite(a).all()
     np.testing.assert_array_equal(a, b)
-    assert model.backend_ == "sklearn"
+    assert model.place_ == "sklearn"
     assert model.params_["n_neighbors"] == 10 and model.params_["random_state"] == 1
     assert model.params_["method"] == "standard" and model.params_["reg"] == 1e-3
 
@@ -171,7 +171,7 @@ def test_mds_reference_parameters_are_explicit_and_silent():
     b = MDS(random_state=3, backend="sklearn").fit_transform(X)
     assert a.shape == (50, 2)
     np.testing.assert_array_equal(a, b)
-    assert model.backend_ == "sklearn"
+    assert model.place_ == "sklearn"
     import sklearn
 
     expected = {**REFERENCE_MDS, "eps": reference_mds_eps(sklearn.__version__), "random_state": 3}
@@ -282,7 +282,7 @@ def test_cuml_tsne_on_a_small_array():
     X, labels = synthetic_arrays(600, seed=0)
     model = TSNE(max_iter=500, random_state=22, backend="cuml")
     embedding = model.fit_transform(X)
-    assert model.backend_ == "cuml"
+    assert model.place_ == "cuml"
     assert embedding.shape == (600, 2) and np.isfinite(embedding).all()
     assert model.params_["learning_rate_method"] == "none"
     assert model.params_["learning_rate"] == pytest.approx(4 * 50.0)
@@ -298,4 +298,4 @@ def test_lle_and_mds_fall_back_to_scikit_learn_on_the_cuml_backend():
     lle, mds = LLE(random_state=0, backend="cuml"), MDS(random_state=0, backend="cuml")
     lle.fit(X)
     mds.fit(X)
-    assert lle.backend_ == "sklearn" and mds.backend_ == "sklearn"
+    assert lle.place_ == "sklearn" and mds.place_ == "sklearn"

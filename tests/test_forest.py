@@ -58,7 +58,7 @@ def test_grid_scores_equal_separately_grown_forests(arrays):
     X, y, X_val, y_val = arrays
     search = grid([2, 4]).fit(X, y, X_val, y_val)
     assert search.forests_grown_ == 2  # one forest per depth
-    assert search.backend_ == "sklearn"
+    assert search.place_ == "sklearn"
     assert [(c["n_estimators"], c["max_depth"]) for c in search.cells_] == [(n, d) for d in (2, 4) for n in N_AXIS]
     for cell in search.cells_:
         alone = RandomForest(cell["n_estimators"], cell["max_depth"], backend="sklearn", random_state=7, n_jobs=1).fit(X, y)
@@ -181,7 +181,7 @@ def test_random_forest_keeps_labels_that_are_not_consecutive(arrays):
     assert 9 not in set(y)  # J is absent, as in the real data
     forest = RandomForest(20, 6, backend="sklearn", random_state=0).fit(X, y)
     predicted = forest.predict(X_val)
-    assert forest.backend_ == "sklearn" and forest.fit_seconds_ > 0
+    assert forest.place_ == "sklearn" and forest.fit_seconds_ > 0
     np.testing.assert_array_equal(forest.classes_, np.unique(y))
     assert set(predicted) <= set(y)
     assert np.mean(predicted == y_val) > 0.5
@@ -208,17 +208,20 @@ class CumlLikeForest:
 
 
 def test_cuml_conventions_and_one_forest_per_cell(arrays, monkeypatch):
+    import reduction.estimators.forest as estimator_module
     import reduction.forest as forest_module
 
     X, y, X_val, y_val = arrays
-    monkeypatch.setattr(forest_module, "implementation", lambda algorithm, backend: (CumlLikeForest, "cuml"))
+    cuml_like = lambda algorithm, backend: (CumlLikeForest, "cuml")  # noqa: E731
+    monkeypatch.setattr(estimator_module, "implementation", cuml_like)  # RandomForest
+    monkeypatch.setattr(forest_module, "implementation", cuml_like)  # ForestGridSearch
     forest = RandomForest(9, 4, backend="sklearn", random_state=7).fit(X, y)
-    assert forest.backend_ == "cuml"
+    assert forest.place_ == "cuml"
     expected = RandomForestClassifier(9, max_depth=4, random_state=7, n_jobs=1).fit(X, y).predict(X_val)
     np.testing.assert_array_equal(forest.predict(X_val), expected)  # labels decoded, J still absent
 
     per_cell = grid([2, 4]).fit(X, y, X_val, y_val)
-    assert per_cell.backend_ == "cuml" and per_cell.forests_grown_ == len(N_AXIS) * 2
+    assert per_cell.place_ == "cuml" and per_cell.forests_grown_ == len(N_AXIS) * 2
     assert all(cell["fit_seconds"] > 0 for cell in per_cell.cells_)
     monkeypatch.undo()
     prefixes = grid([2, 4]).fit(X, y, X_val, y_val)
@@ -232,12 +235,12 @@ def test_cuml_forest_and_grid_on_the_gpu(arrays):
     X, y, X_val, y_val = arrays
     forest = RandomForest(20, 8, backend="cuml", random_state=0).fit(X, y)
     predicted = forest.predict(X_val)
-    assert forest.backend_ == "cuml"
+    assert forest.place_ == "cuml"
     assert predicted.shape == y_val.shape and set(predicted) <= set(y)
     assert np.mean(predicted == y_val) > 0.5
 
     search = ForestGridSearch((5, 10), (4, 8), backend="cuml", random_state=0, progress=False).fit(X, y, X_val, y_val)
-    assert search.backend_ == "cuml"
+    assert search.place_ == "cuml"
     assert search.forests_grown_ == 4  # no prefix trick on cuML: one forest per cell
     assert all(cell["fit_seconds"] > 0 for cell in search.cells_)
     assert 0 <= search.best_["val_accuracy"] <= 1

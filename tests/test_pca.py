@@ -21,7 +21,7 @@ def images():
 
 def test_fraction_picks_the_fewest_components_reaching_it(images):
     pca = PCA(0.95, backend="sklearn", random_state=0).fit(images)
-    assert pca.backend_ == "sklearn"
+    assert pca.place_ == "sklearn"
     assert pca.n_components_ == SklearnPCA(0.95).fit(images.astype(np.float32)).n_components_
     cumulative = pca.cumulative_variance_
     assert len(cumulative) == min(images.shape)
@@ -71,7 +71,7 @@ def test_real_training_part_needs_113_components_for_95_percent(real_data_dir):
 def test_cuml_pca_agrees_with_scikit_learn(images):
     gpu = PCA(0.95, backend="cuml", random_state=0).fit(images)
     cpu = PCA(0.95, backend="sklearn", random_state=0).fit(images)
-    assert gpu.backend_ == "cuml"
+    assert gpu.place_ == "cuml"
     assert abs(gpu.n_components_ - cpu.n_components_) <= 1
     np.testing.assert_allclose(gpu.cumulative_variance_, cpu.cumulative_variance_, atol=1e-3)
     assert gpu.inverse_transform(gpu.transform(images)).shape == images.shape

@@ -1,0 +1,375 @@
+"""2-D maps of the images: t-SNE, LLE and MDS as scikit-learn estimators on cuML or scikit-learn.
+
+Each class stores its parameters in ``__init__``, fits with ``fit`` / ``fit_transform`` and keeps
+``embedding_`` (NumPy float64, [n_samples, 2]), ``estimator_`` (the fitted cuML or scikit-learn
+object), ``place_`` (where it ran: "cuml", "sklearn-cuda" or "sklearn", from
+:func:`reduction.backend.implementation`) and ``params_`` (the keyword arguments actually given
+to the implementation, for the results file). The maps are 2-D by construction (the study's
+figures; cuML's t-SNE makes 2-D maps only), so there is no ``n_components`` parameter.
+
+Only :class:`LLE` maps new rows (``transform``); t-SNE and MDS, like scikit-learn's, embed the
+rows they were fitted on and have no ``transform``.
+
+The reference study ran scikit-learn 1.2. Where a default moved since, the reference's value is
+set explicitly (see :data:`REFERENCE_MDS` and :func:`reference_mds_eps`), and cuML's t-SNE is
+called so that its parameters mean what scikit-learn's mean (:func:`cuml_tsne_kwargs`).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from reduction.backend import announce, implementation, select_backend, to_numpy
+
+# scikit-learn's estimator checks on backend="sklearn" (see reduction/estimators/pca.py). Their
+# data sets have 10 to 30 rows: t-SNE's perplexity must be below the row count (scikit-learn's
+# own test suite checks its TSNE with perplexity=2 for the same reason) and LLE's neighbourhood
+# must be smaller than the data (n_neighbors=5, scikit-learn's default). The fewest t-SNE
+# iterations allowed and shorter MDS runs keep the checks fast. Every check then passes.
+CHECK_PARAMS: dict[str, dict] = {
+    "TSNE": {"perplexity": 2.0, "max_iter": 250},
+    "LLE": {"n_neighbors": 5},
+    "MDS": {"n_init": 2, "max_iter": 100},
+}
+EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {"TSNE": {}, "LLE": {}, "MDS": {}}
+
+# scikit-learn's t-SNE runs a fixed exploration phase of 250 iterations (early exaggeration,
+# momentum 0.5) before the main phase (momentum 0.8); this is why its max_iter must be >= 250.
+TSNE_EXPLORATION_ITER = 250
+TSNE_PRE_MOMENTUM = 0.5
+TSNE_POST_MOMENTUM = 0.8
+
+# scikit-learn multiplies the t-SNE gradient by 2 (dof + 1) / dof = 4 (dof = 1 in 2-D); cuML's
+# Barnes-Hut and FFT kernels, like bhtsne and FIt-SNE, leave the 4 out. The same step therefore
+# needs a 4x larger learning rate on cuML (scikit-learn's docs: "our learning_rate=200
+# corresponds to learning_rate=800 in those other implementations").
+CUML_LEARNING_RATE_FACTOR = 4.0
+
+# The reference's MDS: scikit-learn 1.2's defaults, written out because 1.9 changed them
+# (n_init 4 -> 1 in 1.9; `init` added in 1.8 and warns unless given; `metric` renamed
+# `metric_mds` in 1.8; normalized_stress "warn" (= False for metric MDS) -> "auto" in 1.4).
+# eps depends on the installed scikit-learn: see reference_mds_eps().
+REFERENCE_MDS = {
+    "n_components": 2,
+    "metric_mds": True,
+    "n_init": 4,
+    "init": "random",
+    "max_iter": 300,
+    "normalized_stress": False,
+    "n_jobs": None,  # n_jobs > 1 draws other seeds for the n_init runs than the serial loop
+}
+
+
+def sklearn_auto_learning_rate(n_samples: int, early_exaggeration: float = 12.0) -> float:
+    """scikit-learn's ``learning_rate="auto"``: max(N / early_exaggeration / 4, 50)."""
+    return float(max(n_samples / early_exaggeration / 4, 50.0))
+
+
+def tsne_n_neighbors(n_samples: int, perplexity: float) -> int:
+    """The neighbours scikit-learn's Barnes-Hut t-SNE uses for P: min(N - 1, int(3 perplexity + 1))."""
+    return int(min(n_samples - 1, int(3.0 * perplexity + 1)))
+
+
+def iteration_parameter_name(param_names) -> str:
+    """cuML renamed TSNE's ``n_iter`` to ``max_iter`` in 25.12 (``n_iter`` gone in 26.02)."""
+    names = set(param_names)
+    return "max_iter" if "max_iter" in names or "n_iter" not in names else "n_iter"
+
+
+def cuml_tsne_kwargs(
+    n_samples: int,
+    *,
+    perplexity: float = 30.0,
+    early_exaggeration: float = 12.0,
+    learning_rate="auto",
+    max_iter: int = 1000,
+    init: str = "random",
+    random_state=None,
+    method: str = "fft",
+    iteration_name: str = "max_iter",
+) -> dict:
+    """Keyword arguments for ``cuml.manifold.TSNE`` that mean what scikit-learn's TSNE means.
+
+    ``learning_rate`` is in scikit-learn's units ("auto" or a number); it is resolved as
+    scikit-learn resolves it and scaled by :data:`CUML_LEARNING_RATE_FACTOR`.
+    ``learning_rate_method="none"`` stops cuML from replacing the learning rate, early
+    exaggeration and neighbour count with its own size-based values ("adaptive", its default).
+    The neighbour count, exaggeration phase and momenta are scikit-learn's.
+
+    What cannot be matched: without "adaptive", cuML doubles the learning rate after the
+    exaggeration phase; its random init is uniform on [-1e-4, 1e-4] (scikit-learn: normal,
+    sd 1e-4); ``method`` is cuML's gradient approximation ("fft", deterministic for a given
+    ``random_state`` since cuML 26.08; scikit-learn uses Barnes-Hut).
+    """
+    if learning_rate == "auto":
+        learning_rate = sklearn_auto_learning_rate(n_samples, early_exaggeration)
+    return {
+        "n_components": 2,  # cuML's TSNE makes 2-D maps only
+        "perplexity": float(perplexity),
+        "early_exaggeration": float(early_exaggeration),
+        "late_exaggeration": 1.0,
+        "exaggeration_iter": min(TSNE_EXPLORATION_ITER, int(max_iter)),
+        "learning_rate": float(learning_rate) * CUML_LEARNING_RATE_FACTOR,
+        "learning_rate_method": "none",
+        iteration_name: int(max_iter),
+        "n_neighbors": tsne_n_neighbors(n_samples, perplexity),
+        "pre_momentum": TSNE_PRE_MOMENTUM,
+        "post_momentum": TSNE_POST_MOMENTUM,
+        "min_grad_norm": 1e-7,
+        "metric": "euclidean",
+        "square_distances": True,  # scikit-learn's P comes from squared euclidean distances
+        "init": init,
+        "method": method,
+        "angle": 0.5,
+        "random_state": random_state,
+    }
+
+
+def sklearn_tsne_kwargs(
+    *, perplexity=30.0, early_exaggeration=12.0, learning_rate="auto", max_iter=1000, init="random", random_state=None
+) -> dict:
+    return {
+        "n_components": 2,
+        "perplexity": float(perplexity),
+        "early_exaggeration": float(early_exaggeration),
+        "learning_rate": learning_rate,
+        "max_iter": int(max_iter),
+        "init": init,
+        "method": "barnes_hut",
+        "angle": 0.5,
+        "random_state": random_state,
+    }
+
+
+def reference_mds_eps(sklearn_version: str) -> float:
+    """The ``eps`` that stops SMACOF where scikit-learn 1.2's default eps=1e-3 stopped it.
+
+    Before 1.7, SMACOF stopped when ``old - stress / sum(|x_i|)`` fell under eps, a test on an
+    unnormalised quantity; on pixel data it practically never fires, so 1.2 ran all max_iter
+    iterations (300 of 300 on 800 Sign-MNIST rows). 1.7 fixed the test to a relative stress
+    decrease and moved the default to 1e-6 with it; eps=1e-3 under the fixed test stops after
+    ~10 iterations (measured on the same rows), far from the reference. So: 1e-3 for a
+    scikit-learn that still has the old test, 1e-6 for one with the new test.
+    """
+    major, minor = (int(part) for part in sklearn_version.split(".")[:2])
+    return 1e-3 if (major, minor) < (1, 7) else 1e-6
+
+
+def sklearn_mds_kwargs(accepted: set[str], sklearn_version: str, random_state=None, **overrides) -> dict:
+    """The reference MDS parameters in the spelling the installed scikit-learn accepts."""
+    params = {**REFERENCE_MDS, "eps": reference_mds_eps(sklearn_version), "random_state": random_state, **overrides}
+    if "metric_mds" not in accepted:  # before 1.8, `metric` was the metric/non-metric switch
+        params["metric"] = params.pop("metric_mds")
+    if "init" not in accepted:  # before 1.8 random init was the only one (and not a parameter)
+        if params.pop("init") != "random":
+            raise ValueError("this scikit-learn's MDS supports only random initialisation")
+    return params
+
+
+def _param_names(factory) -> set[str]:
+    getter = getattr(factory, "_get_param_names", None)
+    if getter is not None:
+        try:
+            return set(getter())
+        except Exception:  # an unbound classmethod quirk; fall back to the signature
+            pass
+    return set(inspect.signature(factory).parameters)
+
+
+class _Embedding(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Shared plumbing: the backend lookup and ``fit`` through ``fit_transform``."""
+
+    algorithm: str
+
+    def fit(self, X, y=None):
+        self.fit_transform(X)
+        return self
+
+    def _implementation(self):
+        factory, self.place_ = implementation(self.algorithm, select_backend(self.backend))
+        return factory
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.embedding_.shape[1]
+
+
+class TSNE(_Embedding):
+    """t-SNE with scikit-learn's meaning of every parameter, on cuML or scikit-learn.
+
+    ``cuml_method`` is cuML's gradient approximation ("fft" or "barnes_hut") and is used only
+    on cuML; scikit-learn always runs Barnes-Hut. As in scikit-learn, ``perplexity`` must be
+    less than the number of rows and there is no ``transform`` (t-SNE embeds only the rows it
+    was fitted on). cuML computes in float32; scikit-learn gets float64.
+
+    Fitted: ``embedding_``, ``estimator_``, ``place_``, ``params_``, ``learning_rate_``
+    (scikit-learn units), ``kl_divergence_``, ``n_iter_``, ``n_features_in_``.
+    """
+
+    algorithm = "tsne"
+
+    def __init__(
+        self,
+        perplexity: float = 30.0,
+        early_exaggeration: float = 12.0,
+        learning_rate="auto",
+        max_iter: int = 1000,
+        init: str = "random",
+        random_state=None,
+        backend: str = "auto",
+        cuml_method: str = "fft",
+    ) -> None:
+        self.perplexity = perplexity
+        self.early_exaggeration = early_exaggeration
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.init = init
+        self.random_state = random_state
+        self.backend = backend
+        self.cuml_method = cuml_method
+
+    def fit_transform(self, X, y=None) -> np.ndarray:
+        if self.max_iter < TSNE_EXPLORATION_ITER:
+            raise ValueError(f"max_iter must be >= {TSNE_EXPLORATION_ITER} (scikit-learn's exploration phase), got {self.max_iter}")
+        factory = self._implementation()
+        # cuML computes in float32; scikit-learn gets float64, as the reference's DataFrame was.
+        X = validate_data(self, X, dtype=np.float32 if self.place_ == "cuml" else np.float64, ensure_min_samples=2)
+        if not self.perplexity < len(X):  # scikit-learn's rule, checked here for cuML too
+            raise ValueError("perplexity must be less than n_samples")
+        common = dict(
+            perplexity=self.perplexity,
+            early_exaggeration=self.early_exaggeration,
+            learning_rate=self.learning_rate,
+            max_iter=self.max_iter,
+            init=self.init,
+            random_state=self.random_state,
+        )
+        if self.place_ == "cuml":
+            self.params_ = cuml_tsne_kwargs(
+                len(X), method=self.cuml_method, iteration_name=iteration_parameter_name(_param_names(factory)), **common
+            )
+        else:
+            self.params_ = sklearn_tsne_kwargs(**common)
+        self.estimator_ = factory(**self.params_)
+        self.embedding_ = to_numpy(self.estimator_.fit_transform(X)).astype(np.float64)
+        self.learning_rate_ = (
+            sklearn_auto_learning_rate(len(X), self.early_exaggeration)
+            if self.learning_rate == "auto"
+            else float(self.learning_rate)
+        )
+        kl = getattr(self.estimator_, "kl_divergence_", None)
+        self.kl_divergence_ = None if kl is None else float(kl)
+        n_iter = getattr(self.estimator_, "n_iter_", None)
+        self.n_iter_ = None if n_iter is None else int(n_iter)
+        return self.embedding_
+
+
+class LLE(_Embedding):
+    """Standard locally linear embedding (scikit-learn; cuML has none, so it falls back).
+
+    The defaults other than ``n_neighbors`` are scikit-learn's, unchanged since 1.2
+    (reg=1e-3, eigen_solver="auto" = ARPACK shift-invert above 200 rows, tol=1e-6,
+    max_iter=100). ARPACK fails with "Factor is exactly singular" when the neighbourhood graph
+    splits into well-separated groups (tight clusters); up to ``dense_fallback_rows`` rows the
+    fit is then repeated with the dense eigensolver (O(N^3), so not beyond that).
+    ``transform`` maps new rows as scikit-learn's LocallyLinearEmbedding does (float64).
+
+    Fitted: ``embedding_``, ``estimator_``, ``place_``, ``params_`` (``eigen_solver`` is the one
+    that succeeded), ``reconstruction_error_``, ``n_features_in_``.
+    """
+
+    algorithm = "lle"
+
+    def __init__(
+        self, n_neighbors: int = 10, random_state=None, backend: str = "auto", dense_fallback_rows: int = 5000
+    ) -> None:
+        self.n_neighbors = n_neighbors
+        self.random_state = random_state
+        self.backend = backend
+        self.dense_fallback_rows = dense_fallback_rows
+
+    def fit_transform(self, X, y=None) -> np.ndarray:
+        X = validate_data(self, X, dtype=np.float64)
+        if X.shape[1] < 2:  # LLE cannot map to more dimensions than the data have
+            raise ValueError(f"LLE makes 2-D maps, which needs at least 2 features; got n_features={X.shape[1]}")
+        factory = self._implementation()
+        self.params_ = {
+            "n_neighbors": int(self.n_neighbors),
+            "n_components": 2,
+            "method": "standard",
+            "reg": 1e-3,
+            "eigen_solver": "auto",
+            "random_state": self.random_state,
+        }
+        try:
+            self.estimator_ = factory(**self.params_)
+            embedding = self.estimator_.fit_transform(X)
+        except ValueError as exc:
+            if "ARPACK" not in str(exc) or len(X) > self.dense_fallback_rows:
+                raise
+            announce(f"LLE: ARPACK failed on {len(X)} rows (singular shift-invert factor); using the dense eigensolver")
+            self.params_["eigen_solver"] = "dense"
+            self.estimator_ = factory(**self.params_)
+            embedding = self.estimator_.fit_transform(X)
+        self.embedding_ = to_numpy(embedding).astype(np.float64)
+        self.reconstruction_error_ = float(self.estimator_.reconstruction_error_)
+        return self.embedding_
+
+    def transform(self, X) -> np.ndarray:
+        """New rows placed in the fitted map by their barycentric weights (float64)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return to_numpy(self.estimator_.transform(X)).astype(np.float64)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # scikit-learn's LLE is marked non-deterministic on 32-bit and PowerPC machines
+        # (its eigensolvers); this one runs it, so it inherits that.
+        from sklearn.manifold import LocallyLinearEmbedding
+        from sklearn.utils import get_tags
+
+        tags.non_deterministic = get_tags(LocallyLinearEmbedding()).non_deterministic
+        tags.transformer_tags.preserves_dtype = ["float64"]
+        return tags
+
+
+class MDS(_Embedding):
+    """Metric MDS by SMACOF with the reference's (scikit-learn 1.2) settings by default.
+
+    Like scikit-learn's MDS it has no ``transform``: SMACOF places only the rows it was fitted
+    on. Data are float64.
+
+    Fitted: ``embedding_``, ``estimator_``, ``place_``, ``params_``, ``stress_`` (raw stress),
+    ``stress_1_`` (normalised), ``n_iter_``, ``n_features_in_``.
+    """
+
+    algorithm = "mds"
+
+    def __init__(self, n_init: int = 4, max_iter: int = 300, random_state=None, backend: str = "auto") -> None:
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.backend = backend
+
+    def fit_transform(self, X, y=None) -> np.ndarray:
+        import sklearn
+        from sklearn.metrics import euclidean_distances
+
+        X = validate_data(self, X, dtype=np.float64)
+        factory = self._implementation()
+        self.params_ = sklearn_mds_kwargs(
+            _param_names(factory), sklearn.__version__, self.random_state, n_init=int(self.n_init), max_iter=int(self.max_iter)
+        )
+        self.estimator_ = factory(**self.params_)
+        self.embedding_ = to_numpy(self.estimator_.fit_transform(X)).astype(np.float64)
+        self.stress_ = float(self.estimator_.stress_)
+        self.n_iter_ = int(getattr(self.estimator_, "n_iter_", -1))
+        # Kruskal's Stress-1 (scikit-learn's normalized_stress): raw stress over the sum of
+        # squared map distances, square-rooted; 0 is perfect, 0.2 poor. Comparable across sizes.
+        squared = float((euclidean_distances(self.embedding_) ** 2).sum()) / 2
+        self.stress_1_ = float(np.sqrt(self.stress_ / squared)) if squared > 0 else None
+        return self.embedding_
