@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -128,11 +129,17 @@ def test_cache_is_not_reused_for_other_data_or_seed(arrays, tmp_path):
     assert grid([2], cache_dir=cache).fit(X, y, X_val, y_val).forests_grown_ == 0
 
 
-def test_progress_lines_name_each_depth(arrays, capsys):
+def test_progress_lines_name_each_depth(arrays, caplog):
+    from labkit.progress import logger  # progress goes through logging (the scripts show it on stderr)
+
     X, y, X_val, y_val = arrays
-    ForestGridSearch((2,), (2, 3), backend="sklearn", random_state=0, n_jobs=1, name="raw").fit(X, y, X_val, y_val)
-    err = capsys.readouterr().err
-    assert "[forests raw 1/2] max_depth=2" in err and "[forests raw 2/2] max_depth=3" in err
+    logger.addHandler(caplog.handler)  # whether or not a script test turned propagation off
+    try:
+        with caplog.at_level(logging.INFO, logger=logger.name):
+            ForestGridSearch((2,), (2, 3), backend="sklearn", random_state=0, n_jobs=1, name="raw").fit(X, y, X_val, y_val)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "[forests raw 1/2] max_depth=2" in caplog.text and "[forests raw 2/2] max_depth=3" in caplog.text
 
 
 def test_best_cell_takes_highest_validation_accuracy_then_the_cheaper_model():
