@@ -1,0 +1,511 @@
+"""Many independent MLPs trained as one LightningModule: the fused learning-rate sweep (issue 8).
+
+Training the 200-50-25 MLP for each (activation, learning rate, seed) one after another pays
+Lightning's per-step cost (about 0.5 ms, more than this small model's own step on 2 CPU cores)
+once per member, and runs matrix products too small to keep any device busy. :class:`FusedMLPs`
+holds S members whose weights are stacked, so that one Lightning step trains all of them:
+
+* the first layer of every member is one matrix product, ``x [B, 784] @ W0.T`` with the
+  members' first-layer weights stacked as ``W0 [S*200, 784]`` (they share the input batch);
+* later layers are batched products on ``[S, B, width]`` (``torch.baddbmm``);
+* the loss is the sum of the members' mean cross-entropies, so each member's gradient is
+  exactly the gradient it would get alone;
+* each member has its own Adam state and learning rate (:class:`MemberAdam`), its own initial
+  weights (those ``MLPClassifier(lr, act)`` gets after ``torch.manual_seed(member.seed)``) and
+  its own activation.
+
+All members see the same batches in the same order. Member ``i`` therefore follows, up to
+float32 rounding, the training run of a plain ``MLPClassifier`` with the same initial weights
+and batches (``tests/test_fused.py`` checks that step by step). A member's ``seed`` sets only
+its initialisation; the batch order is the data module's (in ``train_mlp``, one seed sets both).
+
+Per-member results: :meth:`FusedMLPs.member_results` (history rows, test numbers, best
+validation accuracy, as ``train_mlp`` reports them) and :meth:`FusedMLPs.member_classifier`
+(member ``i`` as a plain ``MLPClassifier``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from lightning import LightningModule
+from torch import nn
+from torch.nn import functional as F
+
+from lightning_modules.mlp_module import ACTIVATIONS, MLPClassifier, Normalization
+
+STAGES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One member of a fused sweep: hidden activation, Adam learning rate, initialisation seed."""
+
+    act: str = "relu"
+    lr: float = 1e-3
+    seed: int = 22
+
+    @property
+    def name(self) -> str:
+        """``relu_lr1e-05_seed22``: the sweep's run name (``training.run_name``) plus the seed.
+
+        A learning rate with more than one significant digit is written out in full (1.5e-05)."""
+        lr = f"{self.lr:.0e}" if float(f"{self.lr:.0e}") == self.lr else f"{self.lr:g}"
+        return f"{self.act}_lr{lr}_seed{self.seed}"
+
+
+def member_specs(acts: Sequence[str], lrs: Sequence[float], seeds: Sequence[int] = (22,)) -> list[MemberSpec]:
+    """Every (activation, learning rate, seed), in the sequential sweep's order (act, then lr)."""
+    return [MemberSpec(act, float(lr), int(seed)) for act in acts for lr in lrs for seed in seeds]
+
+
+def solo_initial_state(spec: MemberSpec, num_classes: int = 25, input_dim: int = 784, hidden=(200, 50)) -> dict:
+    """The state dict ``MLPClassifier(spec.lr, spec.act)`` starts from under ``spec.seed``.
+
+    This is what ``train_mlp`` builds after ``L.seed_everything(seed)`` (only torch's generator
+    draws the weights). The caller's random state is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        model = MLPClassifier(lr=spec.lr, act=spec.act, num_classes=num_classes, input_dim=input_dim, hidden=tuple(hidden))
+    return model.state_dict()
+
+
+class FusedMLPs(LightningModule):
+    """S independent ``Normalization -> Linear -> act -> ... -> Linear`` MLPs trained in one step.
+
+    ``members``: :class:`MemberSpec` (or dicts of its fields), one per MLP. Every member starts
+    from the weights a solo ``MLPClassifier`` gets under its seed (:func:`solo_initial_state`).
+    Call :meth:`adapt` with the training images before fitting (one normalisation for all: every
+    member would adapt on the same images).
+
+    ``forward`` returns logits ``[S, B, num_classes]``. Metrics are kept per member and per epoch
+    (:attr:`history`, :attr:`test_metrics`, :meth:`member_results`) and logged once per epoch as
+    ``<member name>/<stage>/loss`` and ``.../acc``.
+    """
+
+    def __init__(
+        self,
+        members: Sequence[MemberSpec | dict],
+        num_classes: int = 25,
+        input_dim: int = 784,
+        hidden: tuple[int, ...] = (200, 50),
+    ) -> None:
+        super().__init__()
+        members = [m if isinstance(m, MemberSpec) else MemberSpec(**m) for m in members]
+        if not members:
+            raise ValueError("a fused model needs at least one member")
+        for member in members:
+            if member.act not in ACTIVATIONS:
+                raise ValueError(f"unknown activation {member.act!r}; choose one of {', '.join(ACTIVATIONS)}")
+            if not member.lr > 0:
+                raise ValueError(f"learning rate must be positive, got {member.lr}")
+        names = [member.name for member in members]
+        if len(set(names)) != len(names):
+            raise ValueError(f"members must differ in activation, learning rate or seed; got {', '.join(names)}")
+        hidden = tuple(int(h) for h in hidden)
+        # Plain dicts, so that checkpoints reload without this module's classes.
+        self.save_hyperparameters({"members": [asdict(m) for m in members], "num_classes": num_classes,
+                                   "input_dim": input_dim, "hidden": hidden})
+        self.members = members
+        self.num_members = S = len(members)
+        self.widths = (input_dim, *hidden, num_classes)
+        self.normalization = Normalization(input_dim)
+        # Layer 0 is stacked like one wide nn.Linear, [S*out, in]: one product serves all members.
+        # Layers k >= 1 are [S, out, in] (nn.Linear's layout per member) with biases [S, 1, out].
+        for k, (n_in, n_out) in enumerate(zip(self.widths[:-1], self.widths[1:])):
+            if k == 0:
+                weight, bias = torch.empty(S * n_out, n_in), torch.empty(S * n_out)
+            else:
+                weight, bias = torch.empty(S, n_out, n_in), torch.empty(S, 1, n_out)
+            setattr(self, f"weight{k}", nn.Parameter(weight))
+            setattr(self, f"bias{k}", nn.Parameter(bias))
+        self.num_layers = len(self.widths) - 1
+        self._setup_activations()
+        for index, member in enumerate(members):
+            self.load_member(index, solo_initial_state(member, num_classes, input_dim, hidden))
+        self._epoch_outputs: dict[str, list] = {stage: [] for stage in STAGES}
+        self.history: list[list[dict[str, float]]] = [[] for _ in members]
+        self.test_metrics: list[dict[str, float]] = [{} for _ in members]
+
+    def __setattr__(self, name, value) -> None:
+        # As in MLPClassifier: Lightning sets the running hook's name ~40 times per step, and
+        # nn.Module.__setattr__'s bookkeeping would make that a noticeable share of the step.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    # --- activations ---------------------------------------------------------------------------
+
+    def _setup_activations(self) -> None:
+        """The most common activation runs on every member; each other one replaces it, by mask,
+        on its own members. Elementwise selection keeps each member's values and gradients exactly
+        those of its own activation (the unselected branch gets a zero gradient)."""
+        acts = [m.act for m in self.members]
+        order = sorted(dict.fromkeys(acts), key=lambda a: -acts.count(a))
+        self._base_act = ACTIVATIONS[order[0]]()
+        self._other_acts: list[tuple[nn.Module, str, str]] = []
+        for number, act in enumerate(order[1:]):
+            chosen = torch.tensor([a == act for a in acts])
+            # Layer 0's output is [B, S*width0]; later outputs are [S, B, width].
+            self.register_buffer(f"_mask0_{number}", chosen.repeat_interleave(self.widths[1]), persistent=False)
+            self.register_buffer(f"_mask_{number}", chosen.view(-1, 1, 1), persistent=False)
+            self._other_acts.append((ACTIVATIONS[act](), f"_mask0_{number}", f"_mask_{number}"))
+
+    def _activate(self, h: torch.Tensor, first: bool) -> torch.Tensor:
+        out = self._base_act(h)
+        for act, mask0, mask in self._other_acts:
+            out = torch.where(getattr(self, mask0 if first else mask), act(h), out)
+        return out
+
+    # --- model ---------------------------------------------------------------------------------
+
+    def adapt(self, train_images) -> "FusedMLPs":
+        """Fix the normalisation statistics from the training images (uint8 or float, [N, 784])."""
+        self.normalization.adapt(train_images)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of every member, ``[S, B, num_classes]``."""
+        S, B = self.num_members, x.shape[0]
+        h = torch.addmm(self.bias0, self.normalization(x), self.weight0.t())  # [B, S*width1]
+        if self.num_layers == 1:
+            return h.view(B, S, -1).transpose(0, 1)
+        h = self._activate(h, first=True).view(B, S, -1).transpose(0, 1)  # [S, B, width1]
+        for k in range(1, self.num_layers):
+            h = torch.baddbmm(getattr(self, f"bias{k}"), h, getattr(self, f"weight{k}").transpose(1, 2))
+            if k < self.num_layers - 1:
+                h = self._activate(h, first=False)
+        return h
+
+    def member_losses(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Each member's mean cross-entropy over the batch, ``[S]``."""
+        S, B, C = logits.shape
+        losses = F.cross_entropy(logits.reshape(S * B, C), labels.repeat(S), reduction="none")
+        return losses.view(S, B).mean(dim=1)
+
+    # --- members in and out --------------------------------------------------------------------
+
+    def stacked_parameters(self) -> list[tuple[nn.Parameter, tuple[int, ...]]]:
+        """(stacked parameter, shape of one member's part) in ``MLPClassifier.state_dict`` order.
+
+        ``param.view(S, *shape)[i]`` is member ``i``'s nn.Linear weight or bias (a view).
+        """
+        out = []
+        for k, (n_in, n_out) in enumerate(zip(self.widths[:-1], self.widths[1:])):
+            out += [(getattr(self, f"weight{k}"), (n_out, n_in)), (getattr(self, f"bias{k}"), (n_out,))]
+        return out
+
+    def _member_views(self, index: int):
+        S = self.num_members
+        for param, shape in self.stacked_parameters():
+            yield param.view(S, *shape)[index]
+
+    def _linear_keys(self):
+        for k in range(self.num_layers):
+            yield f"layers.{2 * k}.weight"
+            yield f"layers.{2 * k}.bias"
+
+    @torch.no_grad()
+    def load_member(self, index: int, state_dict: dict) -> "FusedMLPs":
+        """Copy an ``MLPClassifier`` state dict's layer weights into member ``index``.
+
+        The normalisation is shared by all members and is not touched (use :meth:`adapt`).
+        """
+        for key, view in zip(self._linear_keys(), self._member_views(index)):
+            view.copy_(state_dict[key])
+        return self
+
+    @torch.no_grad()
+    def member_state_dict(self, index: int) -> dict[str, torch.Tensor]:
+        """Member ``index`` as an ``MLPClassifier`` state dict (copies, on the model's device)."""
+        state = {f"normalization.{name}": buffer.clone() for name, buffer in self.normalization.named_buffers()}
+        for key, view in zip(self._linear_keys(), self._member_views(index)):
+            state[key] = view.detach().clone()
+        return state
+
+    def member_classifier(self, index: int) -> MLPClassifier:
+        """Member ``index`` as a plain ``MLPClassifier`` (on the CPU), e.g. for saving or testing alone."""
+        spec = self.members[index]
+        model = MLPClassifier(lr=spec.lr, act=spec.act, num_classes=self.widths[-1], input_dim=self.widths[0], hidden=self.widths[1:-1])
+        model.load_state_dict({key: value.cpu() for key, value in self.member_state_dict(index).items()})
+        return model
+
+    # --- training ------------------------------------------------------------------------------
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        losses = self.member_losses(logits, labels)
+        # Kept as tensors and reduced once per epoch (as MLPClassifier does): no per-step sync.
+        self._epoch_outputs[stage].append((losses.detach(), logits.detach().argmax(dim=2), labels))
+        return losses.sum()
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_train_epoch_end(self) -> None:
+        self._end_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_epoch("test")
+
+    def epoch_metrics(self, stage: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(mean loss [S], accuracy [S]) over the stage's steps since the last call, on the device.
+
+        The loss is the batch means weighted by batch size, as torchmetrics' ``MeanMetric``
+        computes ``train/loss`` for ``MLPClassifier``. Sums are added across processes under DDP.
+        """
+        outputs = self._epoch_outputs[stage]
+        if not outputs:
+            return None
+        losses, predictions, labels = zip(*outputs)
+        outputs.clear()
+        sizes = torch.tensor([len(batch) for batch in labels], device=losses[0].device, dtype=losses[0].dtype)
+        labels = torch.cat(labels)
+        loss_sums = (torch.stack(losses) * sizes[:, None]).sum(dim=0)
+        correct = (torch.cat(predictions, dim=1) == labels).sum(dim=1).to(loss_sums.dtype)
+        totals = torch.cat([loss_sums, correct, sizes.sum().view(1)])
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            totals = trainer.strategy.reduce(totals, reduce_op="sum")
+        S = self.num_members
+        return totals[:S] / totals[-1], totals[S : 2 * S] / totals[-1]
+
+    def _end_epoch(self, stage: str) -> None:
+        metrics = self.epoch_metrics(stage)
+        trainer = self._trainer
+        if metrics is None or (trainer is not None and trainer.sanity_checking):
+            return
+        loss, acc = (values.tolist() for values in metrics)  # one device-to-host copy per epoch
+        logged = {}
+        for index, member in enumerate(self.members):
+            logged[f"{member.name}/{stage}/loss"] = loss[index]
+            logged[f"{member.name}/{stage}/acc"] = acc[index]
+            values = {f"{stage}/loss": loss[index], f"{stage}/acc": acc[index]}
+            if stage == "test":
+                self.test_metrics[index] = values
+            elif trainer is None or trainer.state.fn == "fit":
+                epoch = (trainer.current_epoch if trainer is not None else len(self.history[index])) + 1
+                rows = self.history[index]
+                if not rows or rows[-1]["epoch"] != epoch:
+                    rows.append({"epoch": epoch})
+                rows[-1].update(values)
+        if trainer is not None:
+            # Already reduced across processes above; logged once per epoch.
+            self.log_dict(logged, on_step=False, on_epoch=True, sync_dist=False, rank_zero_only=True)
+
+    def member_results(self, index: int) -> dict:
+        """Member ``index``'s numbers under ``train_mlp``'s keys.
+
+        ``history`` (rows ``{"epoch", "train/loss", "train/acc", "val/loss", "val/acc"}``),
+        ``test_loss``, ``test_acc`` (None before testing), ``best_val_acc`` and ``best_epoch``
+        (the first epoch with the highest validation accuracy, as ``train_mlp`` picks it).
+        """
+        member = self.members[index]
+        rows = [dict(row) for row in self.history[index]]
+        best = max(rows, key=lambda row: row.get("val/acc", float("-inf"))) if rows else {}
+        return {
+            "act": member.act,
+            "lr": member.lr,
+            "seed": member.seed,
+            "name": member.name,
+            "test_loss": self.test_metrics[index].get("test/loss"),
+            "test_acc": self.test_metrics[index].get("test/acc"),
+            "best_val_acc": best.get("val/acc"),
+            "best_epoch": best.get("epoch"),
+            "history": rows,
+        }
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return MemberAdam.for_model(self)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # Clipping works on the optimizer's parameters' .grad, which MemberAdam's views lack;
+        # and a clip by the norm over all members would couple them.
+        if gradient_clip_val:
+            raise ValueError("FusedMLPs does not support gradient clipping (members would not train as alone)")
+
+
+class MemberAdam(torch.optim.Adam):
+    """``torch.optim.Adam(eps=1e-7, fused=True)`` (``make_optimizer``) with one param group per member.
+
+    Stacked tensors cannot be split between param groups, so each member's group holds detached
+    views of the stacked parameters (leaf tensors sharing their storage) and that member's
+    learning rate. A step hands each member's views, the matching slices of the stacked gradients
+    and the member's Adam state to the kernel ``torch.optim.Adam(fused=True)`` runs, one call per
+    member: the same arithmetic as a solo ``MLPClassifier``'s optimizer, with nothing copied and
+    without ``Adam.step``'s per-group bookkeeping (25 us per member per step). State is kept as
+    ``Adam`` keeps it (``step``, ``exp_avg``, ``exp_avg_sq`` per view), so ``state_dict`` round-trips.
+
+    Adam written out on the stacked tensors with a per-member learning-rate tensor (foreach ops)
+    was measured 1.3x-1.4x slower per step on CPU: it passes over the weights several times where
+    the fused kernel passes once.
+
+    The views carry no ``.grad`` (the stacked parameters do): gradient clipping and AMP gradient
+    scaling, which work on ``param.grad`` of the optimizer's parameters, are not supported.
+    """
+
+    def __init__(
+        self,
+        stacked: Sequence[tuple[nn.Parameter, tuple[int, ...]]],
+        lrs: Sequence[float],
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-7,
+    ) -> None:
+        """``stacked``: (parameter, shape of one member's part), as :meth:`FusedMLPs.stacked_parameters`."""
+        self._members = len(lrs)
+        self._stacked = [(param, tuple(shape)) for param, shape in stacked]
+        views = [param.detach().view(self._members, *shape).unbind(0) for param, shape in self._stacked]
+        groups = [{"params": [v[i] for v in views], "lr": float(lr)} for i, lr in enumerate(lrs)]
+        super().__init__(groups, lr=float(lrs[0]), betas=betas, eps=eps, fused=True)
+        # GradScaler would look for gradients on the views, where there are none.
+        self._step_supports_amp_scaling = False
+
+    @classmethod
+    def for_model(cls, model: FusedMLPs, eps: float = 1e-7) -> "MemberAdam":
+        """Build it after the model is on its device (the views are tied to the current storage)."""
+        return cls(model.stacked_parameters(), [m.lr for m in model.members], eps=eps)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        S = self._members
+        grads = [None if p.grad is None else p.grad.view(S, *shape).unbind(0) for p, shape in self._stacked]
+        all_steps, calls = [], []
+        for index, group in enumerate(self.param_groups):
+            if group["amsgrad"] or group["maximize"] or group["differentiable"]:
+                raise ValueError("MemberAdam implements plain Adam only (no amsgrad, maximize, differentiable)")
+            params, member_grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            for param, grad in zip(group["params"], grads):
+                if grad is None:
+                    continue
+                state = self.state[param]
+                if not state:  # as torch.optim.Adam initialises it for fused=True
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                params.append(param)
+                member_grads.append(grad[index])
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                steps.append(state["step"])
+            if params:
+                all_steps += steps
+                calls.append((group, params, member_grads, exp_avgs, exp_avg_sqs, steps))
+        if all_steps:
+            torch._foreach_add_(all_steps, 1)
+        for group, params, member_grads, exp_avgs, exp_avg_sqs, steps in calls:
+            beta1, beta2 = group["betas"]
+            torch._fused_adam_(
+                params, member_grads, exp_avgs, exp_avg_sqs, [], steps,
+                amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2,
+                weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+                grad_scale=None, found_inf=None,
+            )
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for param, _ in self._stacked:
+            if set_to_none:
+                param.grad = None
+            elif param.grad is not None:
+                param.grad.zero_()
+
+
+def build_fused(
+    members: Sequence[MemberSpec | dict], train_images=None, num_classes: int = 25, input_dim: int = 784, hidden=(200, 50)
+) -> FusedMLPs:
+    """A :class:`FusedMLPs` whose members start as solo ``MLPClassifier`` s under their seeds,
+    adapted on ``train_images`` when given."""
+    model = FusedMLPs(members, num_classes=num_classes, input_dim=input_dim, hidden=tuple(hidden))
+    return model.adapt(train_images) if train_images is not None else model
+
+
+def train_fused(
+    members: Sequence[MemberSpec | dict],
+    *,
+    data_dir=None,
+    epochs: int = 100,
+    batch_size: int = 32,
+    data_seed: int = 22,
+    limit_rows: int | None = None,
+    accelerator: str = "auto",
+    devices: int | str = 1,
+    strategy: str = "auto",
+    logger=False,
+    callbacks: Sequence = (),
+    test: bool = True,
+) -> dict:
+    """Fit all members together on the Sign-MNIST splits (validation every epoch), then test.
+
+    ``data_seed`` sets the split and the batch order (``train_mlp``'s ``seed`` sets these and the
+    initialisation; here each member's own seed sets its initialisation). Returns ``model``,
+    ``members`` (:meth:`FusedMLPs.member_results` for each member, in order, each with the
+    fused epoch time as ``seconds_per_epoch``), ``seconds_per_epoch`` (median training epoch,
+    validation excluded, all members together), ``train_seconds`` (every epoch), ``total_seconds``
+    (fit and test) and ``device``.
+    """
+    import statistics
+    import time
+    import warnings
+
+    import lightning as L
+
+    from datamodules import SignMNISTDataModule
+    from lightning_modules.callbacks import EpochTimer
+    from lightning_modules.training import device_description
+
+    datamodule = SignMNISTDataModule(data_dir, batch_size=batch_size, seed=data_seed, limit_rows=limit_rows)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = build_fused(members, datamodule.train_images, num_classes=datamodule.num_classes)
+    timer = EpochTimer()
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        logger=logger,
+        callbacks=[timer, *callbacks],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=50,
+    )
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        # As in train_mlp: batches are in-memory tensors, metrics are logged per epoch.
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+        trainer.fit(model, datamodule)
+        if test:
+            trainer.test(model, datamodule, verbose=False)
+    total_seconds = time.perf_counter() - started
+    seconds_per_epoch = statistics.median(timer.train_seconds) if timer.train_seconds else None
+    results = [model.member_results(i) | {"seconds_per_epoch": seconds_per_epoch} for i in range(model.num_members)]
+    return {
+        "model": model,
+        "members": results,
+        "seconds_per_epoch": seconds_per_epoch,
+        "train_seconds": list(timer.train_seconds),
+        "total_seconds": total_seconds,
+        "device": device_description(trainer),
+    }

@@ -1,0 +1,278 @@
+"""FusedMLPs: each member trains exactly as a solo MLPClassifier would, step by step."""
+
+from __future__ import annotations
+
+import csv as csvlib
+import dataclasses
+
+import pytest
+import torch
+from conftest import requires_cuda
+from lightning.pytorch.loggers import CSVLogger
+from torch.nn import functional as F
+
+from datamodules.synthetic import synthetic_arrays
+from lightning_modules import MLPClassifier, make_optimizer
+from lightning_modules.fused import FusedMLPs, MemberAdam, MemberSpec, build_fused, member_specs, train_fused
+from lightning_modules.training import TrainConfig, train_mlp
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+# Mixed activations, learning rates 30x apart, two members sharing a seed.
+MEMBERS = [
+    MemberSpec("relu", 1e-3, seed=1),
+    MemberSpec("linear", 1e-3, seed=2),
+    MemberSpec("relu", 1e-4, seed=3),
+    MemberSpec("linear", 3e-3, seed=1),
+]
+# float32 rounding: the fused products sum in another order than the solo ones. After 20 steps the
+# weights differ by at most ~3% of this tolerance (1, 2 and 3 threads); a 0.1% change of one
+# member's learning rate exceeds it 90-fold (see the perturbation test).
+WEIGHT_TOL = {"rtol": 1e-5, "atol": 1e-6}
+LOSS_TOL = {"rtol": 1e-5, "atol": 1e-6}
+
+
+@pytest.fixture(scope="module")
+def data():
+    images, labels = synthetic_arrays(300, seed=4)
+    return images, torch.as_tensor(images, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.long)
+
+
+def _batches(x, y, steps=20, size=32):
+    """``steps`` batches in a fixed shuffled order, the last of each pass a short one."""
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    starts = list(range(0, len(y), size))
+    for step in range(steps):
+        index = order[starts[step % len(starts)] : starts[step % len(starts)] + size]
+        yield x[index], y[index]
+
+
+def _solo_model(spec: MemberSpec, images, dtype=torch.float32) -> MLPClassifier:
+    torch.manual_seed(spec.seed)  # as train_mlp's L.seed_everything(seed) before building the model
+    return MLPClassifier(lr=spec.lr, act=spec.act).adapt(images).to(dtype)
+
+
+def _train_both(members, images, x, y, solo_lrs=None, dtype=torch.float32, device="cpu"):
+    """Train fused and solo models on the same batches; per-step losses [steps, S] and weights."""
+    fused = build_fused(members, images).to(device=device, dtype=dtype)
+    optimizer = MemberAdam.for_model(fused)
+    solos = [_solo_model(spec, images, dtype).to(device) for spec in members]
+    solo_optimizers = [make_optimizer(m.parameters(), lr) for m, lr in zip(solos, solo_lrs or [s.lr for s in members])]
+    fused_losses, solo_losses = [], []
+    for xb, yb in _batches(x, y):
+        xb, yb = xb.to(device=device, dtype=dtype), yb.to(device)
+        losses = fused.member_losses(fused(xb), yb)
+        optimizer.zero_grad()
+        losses.sum().backward()
+        optimizer.step()
+        fused_losses.append(losses.detach())
+        row = []
+        for model, solo_optimizer in zip(solos, solo_optimizers):
+            loss = F.cross_entropy(model(xb), yb)
+            solo_optimizer.zero_grad()
+            loss.backward()
+            solo_optimizer.step()
+            row.append(loss.detach())
+        solo_losses.append(torch.stack(row))
+    return fused, solos, torch.stack(fused_losses), torch.stack(solo_losses)
+
+
+def _member_matches(fused, solo, index, tol) -> bool:
+    ours, theirs = fused.member_state_dict(index), solo.state_dict()
+    return all(torch.allclose(ours[key], theirs[key], **tol) for key in theirs)
+
+
+# --- construction ------------------------------------------------------------------------------
+
+
+def test_initial_weights_are_the_solo_models_and_leave_the_random_state_alone(data):
+    images = data[0]
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    fused = build_fused(MEMBERS, images)
+    assert torch.equal(torch.rand(3), expected_next)  # building drew nothing from the caller's generator
+    for index, spec in enumerate(MEMBERS):
+        solo = _solo_model(spec, images).state_dict()
+        ours = fused.member_state_dict(index)
+        assert ours.keys() == solo.keys()
+        for key in solo:
+            assert torch.equal(ours[key], solo[key]), key  # copies: bit-identical
+    # two members with one seed start alike; other seeds differ
+    assert torch.equal(fused.member_state_dict(0)["layers.0.weight"], fused.member_state_dict(3)["layers.0.weight"])
+    assert not torch.equal(fused.member_state_dict(0)["layers.0.weight"], fused.member_state_dict(1)["layers.0.weight"])
+
+
+def test_forward_is_each_members_forward(data):
+    images, x, _ = data
+    fused = build_fused(MEMBERS, images)
+    with torch.no_grad():
+        fused.weight1.add_(0.01 * torch.randn_like(fused.weight1))  # members differ after training
+        logits = fused(x[:40])
+        assert logits.shape == (len(MEMBERS), 40, 25)
+        for index in range(len(MEMBERS)):
+            torch.testing.assert_close(logits[index], fused.member_classifier(index)(x[:40]), rtol=1e-5, atol=1e-5)
+
+
+def test_member_round_trip_through_an_mlp_classifier(data):
+    images = data[0]
+    fused = build_fused(MEMBERS, images)
+    solo = fused.member_classifier(2)
+    assert solo.hparams.act == "relu" and solo.hparams.lr == 1e-4
+    with torch.no_grad():
+        for parameter in solo.parameters():
+            parameter.mul_(2)
+    fused.load_member(1, solo.state_dict())
+    for key, value in fused.member_state_dict(1).items():
+        assert torch.equal(value, solo.state_dict()[key])
+    assert torch.equal(fused.member_state_dict(2)["layers.0.weight"] * 2, fused.member_state_dict(1)["layers.0.weight"])
+
+
+def test_bad_members():
+    with pytest.raises(ValueError, match="at least one"):
+        FusedMLPs([])
+    with pytest.raises(ValueError, match="unknown activation"):
+        FusedMLPs([MemberSpec("swish2", 1e-3)])
+    with pytest.raises(ValueError, match="positive"):
+        FusedMLPs([MemberSpec("relu", 0.0)])
+    with pytest.raises(ValueError, match="must differ"):
+        FusedMLPs([MemberSpec("relu", 1e-3, 1), {"act": "relu", "lr": 1e-3, "seed": 1}])
+    assert [m.name for m in member_specs(["relu"], [1e-5, 1.5e-5], [7])] == ["relu_lr1e-05_seed7", "relu_lr1.5e-05_seed7"]
+
+
+# --- exactness ---------------------------------------------------------------------------------
+
+
+def test_training_matches_solo_models_step_by_step(data):
+    images, x, y = data
+    fused, solos, fused_losses, solo_losses = _train_both(MEMBERS, images, x, y)
+    torch.testing.assert_close(fused_losses, solo_losses, **LOSS_TOL)
+    assert (fused_losses[-1] < fused_losses[0]).all()  # all of them learned something
+    for index, solo in enumerate(solos):
+        assert _member_matches(fused, solo, index, WEIGHT_TOL), MEMBERS[index]
+
+
+def test_the_tolerance_catches_a_learning_rate_off_by_a_thousandth(data):
+    images, x, y = data
+    # The solo run of member 2 (the slowest learner) uses a learning rate 0.1% off.
+    solo_lrs = [spec.lr for spec in MEMBERS]
+    solo_lrs[2] *= 1.001
+    fused, solos, _, _ = _train_both(MEMBERS, images, x, y, solo_lrs=solo_lrs)
+    assert not _member_matches(fused, solos[2], 2, WEIGHT_TOL)
+    assert all(_member_matches(fused, solos[i], i, WEIGHT_TOL) for i in (0, 1, 3))
+
+
+def test_training_matches_in_float64_to_1e_12(data):
+    # Without float32's rounding the agreement is ~1e-17: the arithmetic is the same.
+    images, x, y = data
+    fused, solos, fused_losses, solo_losses = _train_both(MEMBERS[:2], images, x, y, dtype=torch.float64)
+    torch.testing.assert_close(fused_losses, solo_losses, rtol=1e-12, atol=1e-12)
+    for index, solo in enumerate(solos):
+        assert _member_matches(fused, solo, index, {"rtol": 1e-12, "atol": 1e-12})
+
+
+def test_optimizer_state_round_trips(data):
+    images, x, y = data
+    batches = list(_batches(x, y, steps=6))
+
+    def run(model, optimizer, part):
+        for xb, yb in part:
+            optimizer.zero_grad()
+            model.member_losses(model(xb), yb).sum().backward()
+            optimizer.step()
+
+    straight = build_fused(MEMBERS, images)
+    straight_optimizer = MemberAdam.for_model(straight)
+    run(straight, straight_optimizer, batches)
+
+    first = build_fused(MEMBERS, images)
+    first_optimizer = MemberAdam.for_model(first)
+    run(first, first_optimizer, batches[:3])
+    resumed = build_fused(MEMBERS, images)
+    resumed.load_state_dict(first.state_dict())
+    resumed_optimizer = MemberAdam.for_model(resumed)
+    resumed_optimizer.load_state_dict(first_optimizer.state_dict())
+    assert [g["lr"] for g in resumed_optimizer.param_groups] == [spec.lr for spec in MEMBERS]
+    run(resumed, resumed_optimizer, batches[3:])
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_training_matches_solo_models_on_cuda(data):
+    images, x, y = data
+    # TF32 would round the products of both ways to 10-bit mantissas.
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        fused, solos, fused_losses, solo_losses = _train_both(MEMBERS, images, x, y, device="cuda")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+    torch.testing.assert_close(fused_losses, solo_losses, **LOSS_TOL)
+    for index, solo in enumerate(solos):
+        assert _member_matches(fused, solo, index, WEIGHT_TOL), MEMBERS[index]
+
+
+# --- through Lightning -------------------------------------------------------------------------
+
+
+def test_fit_through_lightning_reports_each_member_as_train_mlp_does(synthetic_data_dir, tmp_path):
+    # Seed 22 for the member and the data: the fused relu member is train_mlp's run, exactly.
+    members = [MemberSpec("relu", 1e-4, 22), MemberSpec("linear", 1e-3, 5), MemberSpec("relu", 1e-9, 22)]
+    csv = CSVLogger(tmp_path, name="fused")
+    fused = train_fused(members, data_dir=synthetic_data_dir, epochs=2, accelerator="cpu", data_seed=22, logger=csv)
+    solo = train_mlp(TrainConfig(lr=1e-4, act="relu", epochs=2, seed=22, data_dir=str(synthetic_data_dir),
+                                 logdir=str(tmp_path / "runs"), accelerator="cpu", echo=False))
+
+    results = fused["members"]
+    assert [r["name"] for r in results] == [m.name for m in members]
+    assert fused["seconds_per_epoch"] > 0 and len(fused["train_seconds"]) == 2
+    for result in results:
+        assert [row["epoch"] for row in result["history"]] == [1, 2]
+        assert all(row.keys() == {"epoch", "train/loss", "train/acc", "val/loss", "val/acc"} for row in result["history"])
+        assert result["test_loss"] is not None and 0 <= result["test_acc"] <= 1
+        assert result["best_val_acc"] == max(row["val/acc"] for row in result["history"])
+    # The tiny learning rate barely moves; the others learn the synthetic letters.
+    assert results[1]["history"][-1]["train/loss"] < results[2]["history"][-1]["train/loss"]
+
+    ours = results[0]
+    n_val, n_test = solo["rows"]["val"], solo["rows"]["test"]
+    for row, solo_row in zip(ours["history"], solo["history"], strict=True):
+        assert row["epoch"] == solo_row["epoch"]
+        for key in ("train/loss", "val/loss"):
+            assert row[key] == pytest.approx(solo_row[key], rel=1e-5, abs=1e-6), key
+        # one prediction may flip on a near-tie between two logits
+        assert row["val/acc"] == pytest.approx(solo_row["val/acc"], abs=1.01 / n_val)
+        assert row["train/acc"] == pytest.approx(solo_row["train/acc"], abs=1.01 / solo["rows"]["train"])
+    assert ours["test_loss"] == pytest.approx(solo["test_loss"], rel=1e-5, abs=1e-6)
+    assert ours["test_acc"] == pytest.approx(solo["test_acc"], abs=1.01 / n_test)
+    assert ours["best_epoch"] in (1, 2)
+
+    # Logged per member, once per epoch (two epochs: two values of each training metric).
+    csv.finalize("success")
+    with open(csv.experiment.metrics_file_path) as file:
+        logged = list(csvlib.DictReader(file))
+    for member in members:
+        for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
+            assert sum(1 for row in logged if row.get(f"{member.name}/{key}")) == 2, (member.name, key)
+    assert fused["model"].member_classifier(0).state_dict().keys() == MLPClassifier().state_dict().keys()
+
+
+def test_epoch_metrics_weight_batches_by_size():
+    fused = FusedMLPs([MemberSpec("relu", 1e-3), MemberSpec("linear", 1e-3)])
+    labels = [torch.tensor([0, 1, 2]), torch.tensor([3])]
+    fused._epoch_outputs["val"] = [
+        (torch.tensor([1.0, 2.0]), torch.tensor([[0, 1, 0], [0, 0, 0]]), labels[0]),
+        (torch.tensor([5.0, 6.0]), torch.tensor([[3], [0]]), labels[1]),
+    ]
+    loss, acc = fused.epoch_metrics("val")
+    torch.testing.assert_close(loss, torch.tensor([(3 * 1.0 + 5.0) / 4, (3 * 2.0 + 6.0) / 4]))
+    torch.testing.assert_close(acc, torch.tensor([3 / 4, 1 / 4]))
+    assert fused.epoch_metrics("val") is None  # consumed
+
+
+def test_member_spec_is_a_plain_record():
+    spec = MemberSpec("linear", 1e-5, 3)
+    assert dataclasses.asdict(spec) == {"act": "linear", "lr": 1e-5, "seed": 3}
+    assert spec.name == "linear_lr1e-05_seed3"
