@@ -1,0 +1,145 @@
+"""TensorBoard pictures: read back with TensorBoard's own event reader and projector config."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from datamodules.augment import BatchAugmenter
+from lightning_modules import MLPClassifier
+from lightning_modules.pictures import (
+    TAG_CONFUSION,
+    TAG_EMBEDDING,
+    TAG_MISCLASSIFIED,
+    TAG_TRAIN_IMAGES,
+    HistogramLogger,
+    confusion_counts,
+    predict_with_hidden,
+    training_grid,
+    write_pictures,
+)
+
+
+def _event_accumulator(log_dir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"images": 0, "histograms": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+@pytest.fixture
+def tiny():
+    """A small MLP, 120 test images of 6 letters (J=9 absent), 40 training images."""
+    generator = torch.Generator().manual_seed(0)
+    test_labels = torch.tensor([0, 1, 2, 8, 10, 24]).repeat(20)
+    test_images = (torch.rand(120, 784, generator=generator) * 255).round().to(torch.uint8)
+    train_images = (torch.rand(40, 784, generator=generator) * 255).numpy().astype(np.uint8)
+    torch.manual_seed(0)
+    model = MLPClassifier(hidden=(16, 8)).adapt(train_images)
+    return SimpleNamespace(model=model, test_images=test_images, test_labels=test_labels, train_images=train_images)
+
+
+def test_write_pictures_reads_back_in_tensorboard(tmp_path, tiny):
+    writer = SummaryWriter(log_dir=str(tmp_path))
+    try:
+        tags = write_pictures(
+            writer,
+            tiny.model,
+            tiny.test_images,
+            tiny.test_labels,
+            tiny.train_images,
+            augment=lambda batch: BatchAugmenter()(batch, torch.Generator().manual_seed(0)),
+            max_points=50,
+        )
+    finally:
+        writer.close()
+    assert tags == [TAG_CONFUSION, TAG_MISCLASSIFIED, TAG_TRAIN_IMAGES, TAG_EMBEDDING]
+
+    images = _event_accumulator(tmp_path).Tags()["images"]
+    assert {TAG_CONFUSION, TAG_MISCLASSIFIED, TAG_TRAIN_IMAGES} <= set(images)
+    grid = _event_accumulator(tmp_path).Images(TAG_TRAIN_IMAGES)[0]
+    assert (grid.width, grid.height) == (3 * (8 * 30 + 2), 3 * (5 * 30 + 2))  # 40 images, 8 a row, padding 2, zoom 3
+
+    # The projector: its config names a tensor, metadata and sprite file that all exist.
+    config = (tmp_path / "projector_config.pbtxt").read_text()
+    assert f'tensor_name: "{TAG_EMBEDDING}:' in config
+    for key in ("tensor_path", "metadata_path", "image_path"):
+        match = re.search(rf'{key}: "([^"]+)"', config)
+        assert match, f"{key} missing from the projector config:\n{config}"
+        assert (tmp_path / match.group(1)).is_file()
+    assert re.search(r"single_image_dim: 28", config)
+    metadata_file = tmp_path / re.search(r'metadata_path: "([^"]+)"', config).group(1)
+    lines = metadata_file.read_text().splitlines()
+    assert lines[0].split("\t") == ["true", "predicted", "correct"]
+    assert len(lines) == 1 + 50  # the header, then max_points rows
+    assert {line.split("\t")[0] for line in lines[1:]} <= {"A", "B", "C", "I", "K", "Y"}
+    tensor_file = tmp_path / re.search(r'tensor_path: "([^"]+)"', config).group(1)
+    features = np.loadtxt(tensor_file, delimiter="\t")
+    assert features.shape == (50, 8)  # the last hidden layer's width
+
+
+def test_no_mistakes_means_no_misclassified_grid(tmp_path, tiny):
+    _, hidden = predict_with_hidden(tiny.model, tiny.test_images.float())
+    predicted = tiny.model.layers[-1](hidden).argmax(dim=1)
+    writer = SummaryWriter(log_dir=str(tmp_path))
+    try:
+        tags = write_pictures(writer, tiny.model, tiny.test_images, predicted, tiny.train_images[:0])
+    finally:
+        writer.close()
+    assert tags == [TAG_CONFUSION, TAG_EMBEDDING]
+
+
+def test_hidden_features_are_the_second_hidden_layer(tiny):
+    model = tiny.model
+    images = tiny.test_images[:7].float()
+    logits, hidden = predict_with_hidden(model, images, batch_size=3)
+    with torch.no_grad():
+        x = model.normalization(images)
+        expected = model.layers[3](model.layers[2](model.layers[1](model.layers[0](x))))
+        torch.testing.assert_close(hidden, expected)
+        torch.testing.assert_close(logits, model(images))
+    assert model.training  # the mode is put back
+
+
+def test_confusion_counts_and_training_grid_without_augmentation():
+    counts = confusion_counts(np.array([0, 0, 2, 24]), np.array([0, 2, 2, 0]), [0, 2, 24])
+    assert counts.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
+    images = torch.zeros(3, 784)
+    images[1] = 255
+    grid = training_grid(images, count=2, columns=2, zoom=1)
+    assert grid.shape == (3, 32, 62)
+    assert float(grid.min()) == 0 and float(grid.max()) == 1
+
+
+def test_histogram_logger_writes_each_linear_layer(tmp_path, tiny):
+    model = tiny.model
+    x = tiny.test_images[:8].float()
+    torch.nn.functional.cross_entropy(model(x), tiny.test_labels[:8]).backward()
+    writer = SummaryWriter(log_dir=str(tmp_path))
+    try:
+        trainer = SimpleNamespace(is_global_zero=True, current_epoch=3, loggers=[])
+        HistogramLogger(writer).on_train_epoch_end(trainer, model)
+        HistogramLogger().on_train_epoch_end(trainer, model)  # no TensorBoard logger: nothing
+    finally:
+        writer.close()
+    histograms = set(_event_accumulator(tmp_path).Tags()["histograms"])
+    layers = ("layers.0", "layers.2", "layers.4")
+    assert histograms == {f"{kind}/{name}" for kind in ("weights", "gradients") for name in layers}
+
+
+def test_histogram_logger_finds_the_tensorboard_logger(tmp_path, tiny):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(str(tmp_path), name="run", version=0)
+    trainer = SimpleNamespace(is_global_zero=True, current_epoch=0, loggers=[logger])
+    HistogramLogger().on_train_epoch_end(trainer, tiny.model)  # no gradients yet: weights only
+    logger.experiment.close()
+    histograms = set(_event_accumulator(Path(logger.log_dir)).Tags()["histograms"])
+    assert histograms == {"weights/layers.0", "weights/layers.2", "weights/layers.4"}
