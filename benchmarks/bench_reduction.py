@@ -56,33 +56,33 @@ class Study:
         from reduction.pca import PCA
 
         model = PCA(0.95, backend=self.backend).fit(self.X)
-        return model.backend_, f"{model.n_components_} components"
+        return model.place_, f"{model.n_components_} components"
 
     def rf_raw(self):
         from reduction.forest import RandomForest
 
         model = RandomForest(550, 45, backend=self.backend, random_state=self.seed).fit(self.X, self.y)
-        return model.backend_, "550 trees, depth 45"
+        return model.place_, "550 trees, depth 45"
 
     def rf_pca(self):
         from reduction.forest import RandomForest
 
         model = RandomForest(50, 15, backend=self.backend, random_state=self.seed).fit(self.X_pca, self.y)
-        return model.backend_, f"50 trees, depth 15, {self.X_pca.shape[1]} features"
+        return model.place_, f"50 trees, depth 15, {self.X_pca.shape[1]} features"
 
     def tsne(self):
         from reduction.embedding import TSNE
 
         model = TSNE(random_state=self.seed, backend=self.backend)
         model.fit(self.X)
-        return model.backend_, f"{len(self.X)} rows"
+        return model.place_, f"{len(self.X)} rows"
 
     def lle(self):
         from reduction.embedding import LLE
 
         model = LLE(n_neighbors=10, random_state=self.seed, backend=self.backend)
         model.fit(self.X)
-        return model.backend_, f"{len(self.X)} rows"
+        return model.place_, f"{len(self.X)} rows"
 
     def mds(self):
         from reduction.embedding import MDS
@@ -90,7 +90,7 @@ class Study:
         rows = self.X[reference_sample(len(self.X), 5000, self.seed)]
         model = MDS(random_state=self.seed, backend=self.backend)
         model.fit(rows)
-        return model.backend_, "5000 rows"
+        return model.place_, "5000 rows"
 
     def kmeans(self):
         from reduction.clustering import KMeans
@@ -99,7 +99,7 @@ class Study:
         for k in KS:
             model = KMeans(k, init="random", n_init=50, random_state=42, backend=self.backend).fit(self.cluster_X)
             self.kmeans_labels[k] = model.labels_
-            place = model.backend_
+            place = model.place_
         return place, f"k={KS[0]}..{KS[-1]}, {self.cluster_X.shape}"
 
     def silhouette(self):
@@ -117,7 +117,7 @@ class Study:
         from reduction.clustering import GaussianMixture
 
         model = GaussianMixture(25, n_init=10, random_state=42, backend=self.backend).fit(self.cluster_X)
-        return model.backend_, "k=25, n_init 10"
+        return model.place_, "k=25, n_init 10"
 
 
 def main() -> None:

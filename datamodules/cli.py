@@ -142,6 +142,16 @@ def existing_path(text: str) -> Path:
     return path
 
 
+class _StderrHandler(logging.Handler):
+    """Writes each record to whatever ``sys.stderr`` is at that moment (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr, flush=True)
+        except Exception:
+            self.handleError(record)
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Show the library's progress lines (logger ``sign_mnist_lab``) on stderr, Lightning's warnings only.
 
@@ -150,11 +160,8 @@ def configure_logging(level: int = logging.INFO) -> None:
     """
     from labkit.progress import logger
 
-    if not any(getattr(handler, "_sign_mnist_lab", False) for handler in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._sign_mnist_lab = True
-        logger.addHandler(handler)
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        logger.addHandler(_StderrHandler())
         logger.propagate = False
     logger.setLevel(level)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_utilities"):

@@ -46,15 +46,16 @@ class Interrupted(KeyboardInterrupt):
 def stage(where: str, kept: str | None = None):
     """Run a block as the named stage: an interrupt inside it is annotated with ``where``/``kept``.
 
-    ``where`` reads after "interrupted", e.g. "in the raw-pixel grid at depth 25"; ``kept`` says
-    what survives, e.g. "finished depths are cached and a rerun resumes from there". The
-    innermost stage names the place; the innermost stage that says what was kept wins.
+    ``where`` reads after "interrupted", e.g. "in the raw-pixel grid"; nested stages add to it
+    from the outside in ("in the raw-pixel grid" + "at depth 25"). ``kept`` says what survives,
+    e.g. "finished depths are cached and a rerun resumes from there"; the innermost stage that
+    says what was kept wins.
     """
     try:
         yield
     except KeyboardInterrupt as exc:
-        if getattr(exc, "interrupted_where", None) is None:
-            exc.interrupted_where = where
+        inner = getattr(exc, "interrupted_where", None)
+        exc.interrupted_where = f"{where} {inner}" if inner else where
         if kept is not None and getattr(exc, "interrupted_kept", None) is None:
             exc.interrupted_kept = kept
         raise

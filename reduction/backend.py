@@ -11,9 +11,10 @@ supports it, else scikit-learn on the CPU) and says so once.
 from __future__ import annotations
 
 import importlib
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
+
+from labkit.progress import note_once as announce  # fallbacks are told once per process
 
 BACKEND_CHOICES = ("auto", "sklearn", "cuml")
 
@@ -84,16 +85,6 @@ def select_backend(requested: str = "auto") -> Backend:
     if requested == "cuml" and not usable:
         raise BackendError(f"backend 'cuml' was asked for, but {reason}; install the 'gpu' extra on an NVIDIA machine or use --backend sklearn")
     return Backend("cuml" if usable else "sklearn")
-
-
-_announced: set[str] = set()
-
-
-def announce(message: str) -> None:
-    """Print a note once per process (for fallbacks the user should know about)."""
-    if message not in _announced:
-        _announced.add(message)
-        print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 def implementation(algorithm: str, backend: Backend):

@@ -26,7 +26,6 @@ ran) and writes the figures; scripts/cluster.py is its command line.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.cli import int_list
+from labkit.progress import report, stage
 from reduction.clustering import (
     ARRAY_API_INIT_PARAMS,
     BIC_RULE,
@@ -114,7 +114,7 @@ class _Clock:
 
 def _say(progress: bool, message: str) -> None:
     if progress:
-        print(message, file=sys.stderr, flush=True)
+        report(message)
 
 
 def run_cluster_study(
@@ -152,17 +152,19 @@ def run_cluster_study(
     _say(progress, f"sample: {len(rows)} of {n_train} training rows (pandas sample, random_state={seed})")
 
     start = time.perf_counter()
-    pca = PCA(VARIANCE_TARGET, backend=backend, random_state=cluster_seed).fit(images)
-    Z = pca.transform(images)
-    clock.record("pca", start, pca.backend_)
-    _say(progress, f"PCA ({pca.backend_}): {pca.n_components_} components for {VARIANCE_TARGET:.0%} of the variance")
+    with stage("in the PCA step"):
+        pca = PCA(VARIANCE_TARGET, backend=backend, random_state=cluster_seed).fit(images)
+        Z = pca.transform(images)
+    clock.record("pca", start, pca.place_)
+    _say(progress, f"PCA ({pca.place_}): {pca.n_components_} components for {VARIANCE_TARGET:.0%} of the variance")
 
     # ---- 4. K-Means -------------------------------------------------------------------------
     start = time.perf_counter()
-    km = kmeans_sweep(
-        Z, ks, init=profile.kmeans_init, n_init=profile.kmeans_n_init, max_iter=profile.kmeans_max_iter,
-        random_state=cluster_seed, backend=backend, progress=progress,
-    )
+    with stage("in the K-Means sweep"):
+        km = kmeans_sweep(
+            Z, ks, init=profile.kmeans_init, n_init=profile.kmeans_n_init, max_iter=profile.kmeans_max_iter,
+            random_state=cluster_seed, backend=backend, progress=progress,
+        )
     clock.steps["kmeans_fits"] = {"seconds": round(sum(km.fit_seconds), 3), "place": km.place}
     clock.steps["silhouettes"] = {"seconds": round(sum(km.silhouette_seconds), 3), "place": km.silhouette_place}
     clock.record("kmeans_sweep", start, km.place)
@@ -200,10 +202,11 @@ def run_cluster_study(
     # ---- 5. Gaussian mixture ----------------------------------------------------------------
     start = time.perf_counter()
     try:
-        gm = mixture_sweep(
-            Z, ks, n_init=profile.gmm_n_init, max_iter=profile.gmm_max_iter, init_params=profile.gmm_init_params,
-            random_state=cluster_seed, backend=backend, progress=progress,
-        )
+        with stage("in the Gaussian-mixture sweep"):
+            gm = mixture_sweep(
+                Z, ks, n_init=profile.gmm_n_init, max_iter=profile.gmm_max_iter, init_params=profile.gmm_init_params,
+                random_state=cluster_seed, backend=backend, progress=progress,
+            )
     except MixtureFitError as exc:
         raise UsageError(f"{exc} (try a larger sample or smaller k)") from None
     clock.record("gmm_sweep", start, gm.place)
@@ -260,7 +263,7 @@ def run_cluster_study(
             "pca_fitted_on": "the sample",
         },
         "pca": {
-            "place": pca.backend_,
+            "place": pca.place_,
             "variance_target": VARIANCE_TARGET,
             "n_components": int(pca.n_components_),
             "explained_variance": float(np.sum(pca.explained_variance_ratio_)),

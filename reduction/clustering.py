@@ -82,7 +82,7 @@ def kmeans_sweep(
     with_silhouette=True, progress=False,
 ) -> KMeansSweep:
     """Fit ``KMeans`` for every k; inertia and silhouette (on all rows) per k."""
-    from datamodules.cli import Progress
+    from labkit.progress import Progress
 
     X = np.ascontiguousarray(X, dtype=np.float32)
     ks = check_ks(ks, len(X))
@@ -112,7 +112,7 @@ def mixture_sweep(
     random_state=None, backend="auto", progress=False,
 ) -> MixtureSweep:
     """Fit a ``GaussianMixture`` for every k; AIC and BIC on the fitted rows per k."""
-    from datamodules.cli import Progress
+    from labkit.progress import Progress
 
     X = np.ascontiguousarray(X, dtype=np.float64)
     ks = check_ks(ks, len(X))

@@ -13,7 +13,6 @@ The quick profile maps 2,000 sampled rows, MDS 500, with 500 t-SNE iterations.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -212,22 +211,21 @@ def run_embed_study(
     seed: int = 22,
     quick: bool = False,
     methods=METHODS,
-    log=None,
     limit_rows: int | None = None,
 ) -> dict:
     """Fit the requested maps, write their figures to ``out_dir``; the results as a dict.
 
-    ``limit_rows`` keeps only the first rows of each CSV (for tests). Progress goes to ``log``
-    (stderr by default): a line when each map starts and one when it ends, with its time.
+    ``limit_rows`` keeps only the first rows of each CSV (for tests). Progress goes to the
+    ``sign_mnist_lab`` logger: a line when each map starts and one when it ends, with its time.
     """
     import sklearn
 
-    from datamodules.cli import Progress, UsageError
+    from datamodules.cli import UsageError
+    from labkit.progress import Progress, report, stage
     from datamodules.splits import REDUCTION_VAL_FRACTION, load_splits
     from reduction.backend import select_backend
     from reduction.embedding import knn_accuracy, trustworthiness_on_sample
 
-    log = log or sys.stderr
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise UsageError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
@@ -248,13 +246,14 @@ def run_embed_study(
         "software": {"scikit-learn": sklearn.__version__, "cuml": _cuml_version()},
         "methods": {},
     }
-    progress = Progress(len(methods), "embed", stream=log)
+    progress = Progress(len(methods), "embed")
     for number, method in enumerate(methods, 1):
         rows = map_rows(method, len(images), profile, seed)
         X, y = images[rows].astype(np.float32), labels[rows]
-        print(f"[embed {number}/{len(methods)}] {method}: fitting {len(rows)} rows ...", file=log, flush=True)
+        report(f"[embed {number}/{len(methods)}] {method}: fitting {len(rows)} rows ...")
         start = time.perf_counter()
-        embedding, estimator, params, details = fit_map(method, X, profile, backend, seed)
+        with stage(f"in the {METHOD_TITLES[method]} map ({number}/{len(methods)}, {len(rows)} rows)"):
+            embedding, estimator, params, details = fit_map(method, X, profile, backend, seed)
         seconds = time.perf_counter() - start
         title = METHOD_TITLES[method]
         scatter = scatter_figure(embedding, y, out_dir / f"{method}_scatter.png", title, profile.scatter_points)
@@ -265,7 +264,7 @@ def run_embed_study(
             "rows": int(len(rows)),
             "row_selection": "all training rows" if len(rows) == len(images) else f"reference_sample(n={len(rows)}, seed={seed})",
             "seconds": round(seconds, 3),
-            "place": estimator.backend_,
+            "place": estimator.place_,
             "trustworthiness": trustworthiness_on_sample(
                 X, embedding, profile.trust_neighbors, profile.trust_sample, seed
             ),
@@ -279,7 +278,7 @@ def run_embed_study(
             "figures": {"scatter": scatter.name, "thumbnails": thumbs.name},
             "thumbnails_placed": n_thumbs,
         }
-        progress.step(f"{method} done: fit {seconds:.1f} s on {estimator.backend_}")
+        progress.step(f"{method} done: fit {seconds:.1f} s on {estimator.place_}")
     return results
 
 

@@ -23,13 +23,13 @@ import importlib
 import json
 import math
 import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from labkit.files import atomic_path
+from labkit.progress import Progress, note, stage
 from reduction.backend import implementation, select_backend
 from reduction.estimators.forest import RandomForest
 
@@ -165,22 +165,13 @@ class GridCache:
         except (OSError, ValueError, KeyError, TypeError):
             valid = False
         if not valid:
-            print(f"note: ignoring unusable grid cache file {path}; recomputing it", file=sys.stderr, flush=True)
+            note(f"ignoring unusable grid cache file {path}; recomputing it")
             return None
         return payload
 
     def store(self, path: Path, payload: dict) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=self.directory, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w") as stream:
-                json.dump(payload, stream, indent=1)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(payload, indent=1))
 
 
 class ForestGridSearch:
@@ -218,7 +209,6 @@ class ForestGridSearch:
         self.progress = progress
 
     def fit(self, X, y, X_val, y_val) -> "ForestGridSearch":
-        from datamodules.cli import Progress
 
         n_axis = grid_axis(self.n_estimators_grid, "n_estimators grid")
         depth_axis = grid_axis(self.max_depth_grid, "max_depth grid")
@@ -243,7 +233,8 @@ class ForestGridSearch:
             else:
                 start = time.perf_counter()
                 score = self._score_prefixes if self.place_ in PREFIX_PLACES else self._score_each
-                cells = score(X, y, X_val, y_val, n_axis, depth)
+                with stage(f"at depth {depth}"):
+                    cells = score(X, y, X_val, y_val, n_axis, depth)
                 payload = {"cells": cells, "seconds": time.perf_counter() - start}
                 if cache:
                     cache.store(path, {"format": CACHE_FORMAT, "key": key, "name": self.name, "max_depth": depth, **payload})
@@ -283,10 +274,10 @@ class ForestGridSearch:
             return None
         if not (self.random_state is None or isinstance(self.random_state, (int, np.integer))):
             # A RandomState object gives other trees on every fit: nothing to reuse.
-            print("note: the grid cache needs an integer random_state; not caching", file=sys.stderr)
+            note("the grid cache needs an integer random_state; not caching")
             return None
         if self.random_state is None:
-            print("note: random_state=None gives other forests on every run; not caching", file=sys.stderr)
+            note("random_state=None gives other forests on every run; not caching")
             return None
         return GridCache(self.cache_dir)
 

@@ -18,7 +18,6 @@ is its command line.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.cli import int_list
+from labkit.progress import report, stage
 from reduction.backend import select_backend
 from reduction.forest import (
     PREFIX_PLACES,
@@ -123,7 +123,7 @@ def run_pca_forest_study(
 
     def note(message: str) -> None:
         if progress:
-            print(f"[pca-forest] {message}", file=sys.stderr, flush=True)
+            report(f"[pca-forest] {message}")
 
     start = time.perf_counter()
     splits = load_splits(data_dir, val_fraction=REDUCTION_VAL_FRACTION, seed=seed, limit_rows=limit_rows)
@@ -132,35 +132,36 @@ def run_pca_forest_study(
     note(f"data: {n_train} training, {len(splits.val_images)} validation, {len(splits.test_images)} test rows")
 
     # 1. PCA on the whole training part.
-    start = time.perf_counter()
-    pca = PCA(n_components=VARIANCE_TARGET, backend=chosen.name, random_state=seed).fit(splits.train_images)
-    clock.record("pca_fit", start, pca.backend_)
-    start = time.perf_counter()
-    train_pca = pca.transform(splits.train_images)
-    val_pca = pca.transform(splits.val_images)
-    test_pca = pca.transform(splits.test_images)
-    clock.record("pca_transform", start, pca.backend_)
-    first_two = [float(r) for r in pca.explained_variance_ratio_[:2]]
-    note(f"PCA: {pca.n_components_} components explain {VARIANCE_TARGET:.0%} of the variance "
-         f"(first two: {first_two[0]:.2%} + {first_two[1]:.2%}) on {pca.backend_}")
-    figures["pca_cumulative_variance"] = _name(_plot_cumulative_variance(pca, out_dir / "pca_cumulative_variance.png"))
-    sample = reference_sample(n_train, min(N_SAMPLE_IMAGES, n_train), seed)
-    start = time.perf_counter()
-    reconstructed = np.clip(pca.inverse_transform(train_pca[sample]), 0, 255)
-    clock.record("pca_reconstruct", start, pca.backend_)
-    figures["pca_reconstruction"] = _name(_plot_reconstruction(splits.train_images[sample], reconstructed,
-                                                            splits.train_labels[sample], pca.n_components_,
-                                                            out_dir / "pca_reconstruction.png"))
-    pca_results = {
-        "variance_target": VARIANCE_TARGET,
-        "n_components_95": int(pca.n_components_),
-        "variance_first_two": first_two,
-        "variance_first_two_total": float(sum(first_two)),
-        "cumulative_variance": [float(v) for v in pca.cumulative_variance_],
-        "reconstruction_rows": [int(i) for i in sample],
-        "reconstruction_mse": float(np.mean((reconstructed - splits.train_images[sample].astype(np.float64)) ** 2)),
-        "backend": pca.backend_,
-    }
+    with stage("in the PCA step"):
+        start = time.perf_counter()
+        pca = PCA(n_components=VARIANCE_TARGET, backend=chosen.name, random_state=seed).fit(splits.train_images)
+        clock.record("pca_fit", start, pca.place_)
+        start = time.perf_counter()
+        train_pca = pca.transform(splits.train_images)
+        val_pca = pca.transform(splits.val_images)
+        test_pca = pca.transform(splits.test_images)
+        clock.record("pca_transform", start, pca.place_)
+        first_two = [float(r) for r in pca.explained_variance_ratio_[:2]]
+        note(f"PCA: {pca.n_components_} components explain {VARIANCE_TARGET:.0%} of the variance "
+             f"(first two: {first_two[0]:.2%} + {first_two[1]:.2%}) on {pca.place_}")
+        figures["pca_cumulative_variance"] = _name(_plot_cumulative_variance(pca, out_dir / "pca_cumulative_variance.png"))
+        sample = reference_sample(n_train, min(N_SAMPLE_IMAGES, n_train), seed)
+        start = time.perf_counter()
+        reconstructed = np.clip(pca.inverse_transform(train_pca[sample]), 0, 255)
+        clock.record("pca_reconstruct", start, pca.place_)
+        figures["pca_reconstruction"] = _name(_plot_reconstruction(splits.train_images[sample], reconstructed,
+                                                                splits.train_labels[sample], pca.n_components_,
+                                                                out_dir / "pca_reconstruction.png"))
+        pca_results = {
+            "variance_target": VARIANCE_TARGET,
+            "n_components_95": int(pca.n_components_),
+            "variance_first_two": first_two,
+            "variance_first_two_total": float(sum(first_two)),
+            "cumulative_variance": [float(v) for v in pca.cumulative_variance_],
+            "reconstruction_rows": [int(i) for i in sample],
+            "reconstruction_mse": float(np.mean((reconstructed - splits.train_images[sample].astype(np.float64)) ** 2)),
+            "backend": pca.place_,
+        }
 
     # 2. Forest grids on a (possibly sampled) set of training rows; validation rows as they are.
     rows = np.arange(n_train)
@@ -184,8 +185,10 @@ def run_pca_forest_study(
         X_train, X_val, _ = features[name]
         grid = ForestGridSearch(n_axis, depth_axis, backend=chosen.name, random_state=seed, n_jobs=-1,
                                 cache_dir=cache_dir, name=name, progress=progress)
-        grid.fit(X_train, y_rows, X_val, splits.val_labels)
-        clock.record(f"forest_grid_{name}", start, grid.backend_)
+        kept = "finished depths are cached and a rerun resumes from there; no results.json written" if cache_dir else None
+        with stage(f"in the {_FEATURE_NAMES[name]} grid", kept):
+            grid.fit(X_train, y_rows, X_val, splits.val_labels)
+        clock.record(f"forest_grid_{name}", start, grid.place_)
         grids[name] = grid
         heatmap = out_dir / f"forest_{name}_val_accuracy.png"
         figures[f"forest_{name}_heatmap"] = _name(_plot_heatmap(grid, _FEATURE_NAMES[name], heatmap))
@@ -209,15 +212,16 @@ def run_pca_forest_study(
     for name in ("raw", "pca"):
         best = grids[name].best_
         start = time.perf_counter()
-        forest = fit_forest(name, best["n_estimators"], best["max_depth"])
-        predicted = forest.predict(features[name][2])
-        clock.record(f"forest_best_{name}_refit_and_test", start, forest.backend_)
+        with stage(f"while refitting and testing the best forest on {_FEATURE_NAMES[name]}"):
+            forest = fit_forest(name, best["n_estimators"], best["max_depth"])
+            predicted = forest.predict(features[name][2])
+        clock.record(f"forest_best_{name}_refit_and_test", start, forest.place_)
         tests[name] = {
             "n_estimators": best["n_estimators"],
             "max_depth": best["max_depth"],
             **{f"test_{metric}": value for metric, value in classification_metrics(splits.test_labels, predicted).items()},
             "fit_seconds": forest.fit_seconds_,
-            "backend": forest.backend_,
+            "backend": forest.place_,
         }
         del forest
         figures[f"forest_{name}_confusion"] = _name(_plot_confusion(
@@ -237,8 +241,9 @@ def run_pca_forest_study(
         if comparisons and (comparisons[0]["n_estimators"], comparisons[0]["max_depth"]) == (n_estimators, depth):
             comparisons[0]["settings_from"] += f" and best {name} cell"
             continue
-        without_pca = timed_fit("raw", n_estimators, depth)
-        with_pca = timed_fit("pca", n_estimators, depth)
+        with stage("while timing forests with and without PCA"):
+            without_pca = timed_fit("raw", n_estimators, depth)
+            with_pca = timed_fit("pca", n_estimators, depth)
         comparisons.append({
             "settings_from": f"best {name} cell",
             "n_estimators": n_estimators,
@@ -248,7 +253,7 @@ def run_pca_forest_study(
             "fit_time_ratio": with_pca / without_pca,
             "fit_seconds_with_pca_including_pca": with_pca + pca_seconds,
         })
-    clock.record("forest_fit_time_comparison", start, grids["raw"].backend_)
+    clock.record("forest_fit_time_comparison", start, grids["raw"].place_)
     headline = comparisons[0]
 
     results = {
@@ -299,8 +304,8 @@ def _grid_results(grid: ForestGridSearch, n_rows: int, n_features: int) -> dict:
         "max_depth": sorted({cell["max_depth"] for cell in grid.cells_}),
         "n_features": int(n_features),
         "n_train_rows": int(n_rows),
-        "backend": grid.backend_,
-        "scoring": "prefixes of one forest per depth" if grid.backend_ in PREFIX_PLACES else "one forest per cell",
+        "backend": grid.place_,
+        "scoring": "prefixes of one forest per depth" if grid.place_ in PREFIX_PLACES else "one forest per cell",
         "cells": grid.cells_,
         "best": grid.best_,
         "depth_seconds": {str(depth): seconds for depth, seconds in grid.depth_seconds_.items()},
@@ -397,7 +402,7 @@ def _plot_heatmap(grid: ForestGridSearch, feature_name: str, path: Path) -> Path
     best = grid.best_
     col, row = n_axis.index(best["n_estimators"]), depth_axis.index(best["max_depth"])
     ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
-    ax.set_title(f"Random forest on {feature_name}: validation accuracy ({grid.backend_})")
+    ax.set_title(f"Random forest on {feature_name}: validation accuracy ({grid.place_})")
     return save(fig, path)
 
 

@@ -85,4 +85,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run_main(main, kept_on_interrupt="figures of finished steps are kept; no results.json written"))

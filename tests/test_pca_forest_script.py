@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -153,3 +154,29 @@ def test_quick_run_on_a_slice_of_the_real_data(script, real_data_dir, tmp_path):
     assert results["forests"]["raw"]["n_estimators"] == [10, 30, 50]
     assert results["test"]["raw"]["test_accuracy"] > 0.4  # 24 classes: chance is about 0.04
     assert all((out / path).is_file() for path in results["figures"].values())
+
+
+def test_ctrl_c_in_the_grid_keeps_finished_depths_and_a_rerun_resumes(synthetic_data_dir, tmp_path):
+    from conftest import interrupt_script, leftover_temporary_files
+
+    out = tmp_path / "out"
+    argv = ["--data-dir", synthetic_data_dir, "--out", out, "--backend", "sklearn",
+            "--raw-trees", "20:200:20", "--raw-depths", "2:60:2", "--pca-trees", "3", "--pca-depths", "2"]
+    code, _, stderr = interrupt_script(SCRIPT, *argv, cwd=tmp_path, after=r"\[forests raw 2/30\]")
+    assert code == 130, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"interrupted in the raw pixels grid at depth \d+; finished depths are cached and a rerun resumes "
+        r"from there; no results\.json written", last), last
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert not (out / "results.json").exists()
+    assert not leftover_temporary_files(tmp_path)
+    cached = sorted((out / "grid_cache").glob("raw-depth*.json"))
+    assert len(cached) >= 2
+    for path in cached:  # each one whole
+        assert json.loads(path.read_text())["cells"]
+
+    # The rerun takes the finished depths from the cache (stopped early by a second Ctrl-C).
+    code, _, stderr = interrupt_script(SCRIPT, *argv, cwd=tmp_path, after=rf"\[forests raw {len(cached) + 1}/30\]")
+    assert code == 130, stderr[-2000:]
+    assert stderr.count("(from cache)") == len(cached)
