@@ -226,16 +226,19 @@ def write_pictures(
 
 
 class HistogramLogger(Callback):
-    """Histograms of each ``Linear``'s weight and gradient at every training epoch's end.
+    """Histograms of each ``Linear``'s weight and gradient once per training epoch.
 
     Tags ``weights/<layer name>`` and ``gradients/<layer name>`` (e.g. ``weights/layers.0``),
-    at the epoch number as step. The gradient is the last training step's (Lightning zeroes
-    gradients before each backward, so at epoch end they hold the last batch's). Writes to the
-    first TensorBoard logger of the trainer, or to ``writer`` when given; only on rank 0.
+    with the epoch number as step: the weights after the epoch's last optimizer step and that
+    step's gradients. They are taken at the end of the epoch's last training batch, because
+    Lightning zeroes the gradients before it validates (``on_validation_model_zero_grad``),
+    which is before ``on_train_epoch_end``. Writes to the first TensorBoard logger of the
+    trainer, or to ``writer`` when given; only on rank 0.
     """
 
     def __init__(self, writer=None) -> None:
         self.writer = writer
+        self._written_epoch: int | None = None
 
     def _writer(self, trainer):
         if self.writer is not None:
@@ -247,16 +250,27 @@ class HistogramLogger(Callback):
                 return logger.experiment
         return None
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    def write(self, trainer, pl_module) -> None:
+        """Add the histograms now, at step ``trainer.current_epoch``."""
+        self._written_epoch = trainer.current_epoch
         if not trainer.is_global_zero:
             return
         writer = self._writer(trainer)
         if writer is None:
             return
-        step = trainer.current_epoch
         for name, module in pl_module.named_modules():
             if not isinstance(module, nn.Linear):
                 continue
-            writer.add_histogram(f"weights/{name}", module.weight.detach().cpu(), global_step=step)
+            writer.add_histogram(f"weights/{name}", module.weight.detach().cpu(), global_step=trainer.current_epoch)
             if module.weight.grad is not None:
-                writer.add_histogram(f"gradients/{name}", module.weight.grad.detach().cpu(), global_step=step)
+                grad = module.weight.grad.detach().cpu()
+                writer.add_histogram(f"gradients/{name}", grad, global_step=trainer.current_epoch)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx + 1 == trainer.num_training_batches:  # inf for batches without a length
+            self.write(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # Batches of unknown number: the weights at least (gradients are gone by now).
+        if self._written_epoch != trainer.current_epoch:
+            self.write(trainer, pl_module)

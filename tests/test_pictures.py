@@ -124,21 +124,50 @@ def test_histogram_logger_writes_each_linear_layer(tmp_path, tiny):
     torch.nn.functional.cross_entropy(model(x), tiny.test_labels[:8]).backward()
     writer = SummaryWriter(log_dir=str(tmp_path))
     try:
-        trainer = SimpleNamespace(is_global_zero=True, current_epoch=3, loggers=[])
-        HistogramLogger(writer).on_train_epoch_end(trainer, model)
+        trainer = SimpleNamespace(is_global_zero=True, current_epoch=3, loggers=[], num_training_batches=5)
+        logger = HistogramLogger(writer)
+        logger.on_train_batch_end(trainer, model, None, None, batch_idx=3)  # not the last batch
+        assert logger._written_epoch is None
+        logger.on_train_batch_end(trainer, model, None, None, batch_idx=4)
         HistogramLogger().on_train_epoch_end(trainer, model)  # no TensorBoard logger: nothing
     finally:
         writer.close()
-    histograms = set(_event_accumulator(tmp_path).Tags()["histograms"])
+    histograms = _event_accumulator(tmp_path)
     layers = ("layers.0", "layers.2", "layers.4")
-    assert histograms == {f"{kind}/{name}" for kind in ("weights", "gradients") for name in layers}
+    assert set(histograms.Tags()["histograms"]) == {f"{kind}/{name}" for kind in ("weights", "gradients") for name in layers}
+    assert [event.step for event in histograms.Histograms("gradients/layers.4")] == [3]
+
+
+def test_histogram_logger_in_a_real_fit_has_gradients_despite_validation(tmp_path, tiny):
+    # Lightning zeroes the gradients before validating, i.e. before on_train_epoch_end: the
+    # gradients must be taken at the last training batch.
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from datamodules.sign_mnist_datamodule import InMemoryBatches
+
+    images, labels = tiny.test_images.float(), tiny.test_labels
+    logger = TensorBoardLogger(str(tmp_path), name="run", version=0)
+    trainer = L.Trainer(
+        max_epochs=2, accelerator="cpu", devices=1, logger=logger, callbacks=[HistogramLogger()],
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
+    )
+    trainer.fit(
+        tiny.model,
+        train_dataloaders=InMemoryBatches(images, labels, batch_size=32, shuffle=True),
+        val_dataloaders=InMemoryBatches(images[:40], labels[:40], batch_size=32, shuffle=False),
+    )
+    accumulator = _event_accumulator(Path(logger.log_dir))
+    for kind in ("weights", "gradients"):
+        for name in ("layers.0", "layers.2", "layers.4"):
+            assert [event.step for event in accumulator.Histograms(f"{kind}/{name}")] == [0, 1]
 
 
 def test_histogram_logger_finds_the_tensorboard_logger(tmp_path, tiny):
     from lightning.pytorch.loggers import TensorBoardLogger
 
     logger = TensorBoardLogger(str(tmp_path), name="run", version=0)
-    trainer = SimpleNamespace(is_global_zero=True, current_epoch=0, loggers=[logger])
+    trainer = SimpleNamespace(is_global_zero=True, current_epoch=0, loggers=[logger], num_training_batches=float("inf"))
     HistogramLogger().on_train_epoch_end(trainer, tiny.model)  # no gradients yet: weights only
     logger.experiment.close()
     histograms = set(_event_accumulator(Path(logger.log_dir)).Tags()["histograms"])
