@@ -23,10 +23,9 @@ import time
 import torch
 from torch.nn import functional as F
 
-import lightning_modules  # noqa: F401  (drops Lightning's NVML check, as in training)
 from datamodules import load_splits
 from datamodules.augment import AugmentConfig, BatchAugmenter
-from lightning_modules.mlp_module import MLPClassifier, make_optimizer
+from lightning_modules.mlp_module import MLPClassifier, make_optimizer  # (the package drops Lightning's NVML check)
 
 BATCH = 32
 

@@ -16,9 +16,11 @@ Only training batches are augmented: :class:`AugmentedBatches` wraps a training 
 Why not ``torchvision.transforms.v2.RandomAffine`` / ``ColorJitter``: their ``functional`` ops
 take ONE parameter set per call (a float angle, a float brightness factor), and the random
 transforms draw one set per call, so a whole batch would share one transform unless they are
-called in a Python loop over its samples (~50 us a call, 32 calls a step: as much as the
-training step itself). Here the per-sample affine matrices go to ``affine_grid`` +
-``grid_sample`` in one call each, and brightness/contrast are the same blends torchvision's
+called in a Python loop over its samples: affine + brightness + contrast that way take
+about 2.7 ms for a batch of 32 on one CPU thread, three times a whole training step of the MLP,
+against about 0.23 ms here. Here the per-sample affine matrices make one sampling grid for
+the batch (``affine_grid``'s identity grid, cached, times the matrices) and one ``grid_sample``
+call resamples all images; brightness/contrast are the same blends torchvision's
 ``adjust_brightness`` / ``adjust_contrast`` do, with one factor per image; tests check both
 against torchvision's functional ops sample by sample.
 """
@@ -46,6 +48,11 @@ class AugmentConfig:
     ``contrast``: factor in [1 - c, 1 + c] on each image's deviation from its own mean.
     ``strength`` multiplies all five ranges (0: identity, 1: the ranges as given).
     ``padding_mode`` fills what moves into view, see :class:`BatchAugmenter`.
+
+    Measured on the real data (plain PyTorch loop, relu, Adam lr 1e-3, batch 32, after
+    epoch 10): test accuracy 0.910-0.928 with these defaults (3 seeds) against
+    0.796-0.816 without (2 seeds); strengths 0.5 and 0.75 did as well (0.911-0.936), 1.5 worse
+    (0.731), and ``padding_mode="zeros"`` at strength 1 only 0.756.
     """
 
     rotation_deg: float = 11.0
@@ -108,7 +115,7 @@ class BatchAugmenter:
     PARAMETERS = ("angle", "tx", "ty", "scale", "brightness", "contrast")
 
     def __init__(self, config: AugmentConfig | None = None, image_side: int = IMAGE_SIDE) -> None:
-        self.config = config or AugmentConfig()
+        self.config = config if config is not None else AugmentConfig()
         self.image_side = image_side
         cfg, k = self.config, self.config.strength
         # Each parameter is centre + half_width * U(-1, 1): one fused op for all six rows.
