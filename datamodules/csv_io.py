@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from labkit.files import atomic_path
+
 N_PIXELS = 28 * 28
 HEADER = ["label"] + [f"pixel{i}" for i in range(1, N_PIXELS + 1)]
 MAX_LABEL = 25  # Z; the alphabet's last letter. J (9) and Z (25) have no rows in the release.
@@ -268,12 +270,8 @@ def _write_cache(cache_file: Path, images: np.ndarray, labels: np.ndarray, sha25
         "sha256": sha256,
     }
     try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        # Write beside the target, then rename: a killed process leaves a stray temp file,
-        # never a half-written cache under the real name.
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as handle:
+        # Never a half-written cache under the real name, even after Ctrl-C or a kill.
+        with atomic_path(cache_file) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, images=images, labels=labels, meta=np.array(json.dumps(meta)))
-        os.replace(tmp, cache_file)
     except OSError as exc:  # a read-only cache folder slows loading down but is not an error
         warnings.warn(f"could not write the data cache {cache_file}: {exc}", stacklevel=3)

@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from datamodules import SignMNISTDataModule
-from datamodules.cli import UsageError
+from labkit.errors import SettingsError
 from labkit.files import write_json
 from labkit.progress import Interrupted, report
 from lightning_modules.callbacks import EpochTimer, HistoryLogger, InterruptWatch
@@ -38,33 +38,6 @@ class TrainConfig:
     strategy: str = "auto"
     limit_rows: int | None = None  # first rows of each CSV only, for quick trials and tests
     echo: bool = True  # print one line per epoch
-
-
-def add_training_arguments(parser) -> None:
-    """The flags train_mlp.py and sweep_mlp.py share; :func:`config_from_args` reads them back."""
-    from datamodules.cli import add_data_arguments, positive_int
-
-    parser.add_argument("--epochs", type=positive_int, default=100, help="training epochs (default 100)")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
-    add_data_arguments(parser)
-    parser.add_argument("--logdir", default="runs", help="root folder of TensorBoard runs (default runs)")
-    parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda", "mps"], help="Lightning accelerator (default auto)")
-    parser.add_argument("--limit-rows", type=positive_int, default=None, help="use only the first N rows of each CSV (quick trials)")
-    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
-
-
-def config_from_args(args, **fields) -> TrainConfig:
-    return TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        data_dir=str(args.data_dir) if args.data_dir else None,
-        logdir=args.logdir,
-        accelerator=args.accelerator,
-        limit_rows=args.limit_rows,
-        echo=not args.quiet,
-        **fields,
-    )
 
 
 def run_name(act: str, lr: float) -> str:
@@ -92,14 +65,14 @@ def device_description(trainer: L.Trainer) -> str:
 
 
 def _make_trainer(**kwargs) -> L.Trainer:
-    """A Trainer, with Lightning's complaints about impossible settings turned into UsageError."""
+    """A Trainer, with Lightning's complaints about impossible settings turned into SettingsError."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     try:
         return L.Trainer(**kwargs)
     except (MisconfigurationException, ValueError, RuntimeError) as exc:
         message = " ".join(str(exc).split())  # one line
-        raise UsageError(f"cannot set up training with accelerator={kwargs['accelerator']!r}, "
+        raise SettingsError(f"cannot set up training with accelerator={kwargs['accelerator']!r}, "
                          f"devices={kwargs['devices']!r}, strategy={kwargs['strategy']!r}: {message}") from None
 
 

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.cli import int_list
 from labkit.progress import report, stage
 from reduction.clustering import (
     ARRAY_API_INIT_PARAMS,
@@ -93,12 +92,6 @@ QUICK_PROFILE = ClusterProfile(
 )
 
 
-def parse_k_list(text: str) -> tuple[int, ...]:
-    """``START:STOP:STEP`` or a comma list ``5,10,20``; sorted, distinct, every k >= 2
-    (ValueError otherwise)."""
-    return tuple(check_ks(int_list(text, "k list")))
-
-
 class _Clock:
     """Seconds and place per step, in the order the steps ran."""
 
@@ -128,7 +121,7 @@ def run_cluster_study(
 ) -> dict:
     """Run both clusterings, write the figures in ``out_dir``, return the results dict."""
     from datamodules import REDUCTION_VAL_FRACTION, letter, load_splits, reference_sample
-    from datamodules.cli import UsageError
+    from labkit.errors import SettingsError
     from reduction.backend import select_backend
     from reduction.pca import PCA
 
@@ -141,11 +134,11 @@ def run_cluster_study(
     splits = load_splits(data_dir, val_fraction=REDUCTION_VAL_FRACTION, seed=seed)
     n_train = len(splits.train_images)
     if profile.sample_size > n_train:
-        raise UsageError(f"the sample of {profile.sample_size} rows is larger than the {n_train} rows of the training part")
+        raise SettingsError(f"the sample of {profile.sample_size} rows is larger than the {n_train} rows of the training part")
     try:
         ks = check_ks(profile.ks, profile.sample_size)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise SettingsError(str(exc)) from None
     rows = reference_sample(n_train, profile.sample_size, seed)
     images, labels = splits.train_images[rows], splits.train_labels[rows]
     clock.record("load_and_sample", start)
@@ -208,7 +201,7 @@ def run_cluster_study(
                 random_state=cluster_seed, backend=backend, progress=progress,
             )
     except MixtureFitError as exc:
-        raise UsageError(f"{exc} (try a larger sample or smaller k)") from None
+        raise SettingsError(f"{exc} (try a larger sample or smaller k)") from None
     clock.record("gmm_sweep", start, gm.place)
     gm_k = k_by_lowest(gm.ks, gm.bic)
     model = gm.models[gm_k]

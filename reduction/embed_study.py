@@ -220,7 +220,7 @@ def run_embed_study(
     """
     import sklearn
 
-    from datamodules.cli import UsageError
+    from labkit.errors import SettingsError
     from labkit.progress import Progress, report, stage
     from datamodules.splits import REDUCTION_VAL_FRACTION, load_splits
     from reduction.backend import select_backend
@@ -228,7 +228,7 @@ def run_embed_study(
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
-        raise UsageError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
+        raise SettingsError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
     methods = [m for m in METHODS if m in methods]
     selected = select_backend(backend)  # fails early, before loading data, if cuML was asked for and is missing
     profile = QUICK if quick else FULL

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.cli import int_list
 from labkit.progress import report, stage
 from reduction.backend import select_backend
 from reduction.forest import (
@@ -78,11 +77,6 @@ QUICK_PROFILE = StudyProfile(
     forest_train_rows=4000,
 )
 PROFILES = {profile.name: profile for profile in (FULL_PROFILE, QUICK_PROFILE)}
-
-
-def parse_grid_axis(text: str) -> tuple[int, ...]:
-    """``START:STOP:STEP`` (STOP included when on the step) or a comma list ``10,30,50``."""
-    return grid_axis(int_list(text, "grid"), f"grid {text!r}")
 
 
 @dataclass
@@ -437,7 +431,6 @@ __all__ = [
     "PROFILES",
     "QUICK_PROFILE",
     "StudyProfile",
-    "parse_grid_axis",
     "run_pca_forest_study",
     "summary_lines",
 ]

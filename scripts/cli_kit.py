@@ -1,8 +1,10 @@
-"""Command-line plumbing shared by the scripts: argument types, error handling, outputs.
+"""The scripts' command-line kit: argument types, shared flags, logging, the error contract.
 
 Every script's ``main`` is wrapped by :func:`run_main`, so that bad input (a missing file, a
 malformed CSV, an impossible flag value) ends in one line on stderr and exit code 2 instead of
-a traceback.
+a traceback, and Ctrl-C in one line and exit code 130. Only ``scripts/`` uses this module: the
+library raises ordinary exceptions (``DataError``, ``BackendError``, ``SettingsError``) and
+reports progress through ``logging``.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import time
 from pathlib import Path
 
 from datamodules.csv_io import DataError
+from labkit.errors import SettingsError
 from labkit.files import write_json  # noqa: F401  (re-exported for the scripts)
-from labkit.progress import Progress  # noqa: F401
 
 USAGE_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
@@ -89,13 +91,6 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    value = positive_float(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
 
 
@@ -183,10 +178,38 @@ def run_main(main, argv=None, kept_on_interrupt: str | None = None) -> int:
         result = main(argv)
     except SystemExit as stop:  # argparse: --help (0) or a bad flag (2), its message already printed
         return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
-    except (DataError, UsageError, BackendError) as exc:
+    except (DataError, UsageError, SettingsError, BackendError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt as exc:
         print(interruption_message(exc, kept_on_interrupt), file=sys.stderr, flush=True)
         return INTERRUPTED
     return 0 if result is None else int(result)
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags train_mlp.py and sweep_mlp.py share; :func:`training_config` reads them back."""
+    parser.add_argument("--epochs", type=positive_int, default=100, help="training epochs (default 100)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
+    add_data_arguments(parser)
+    parser.add_argument("--logdir", default="runs", help="root folder of TensorBoard runs (default runs)")
+    parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda", "mps"], help="Lightning accelerator (default auto)")
+    parser.add_argument("--limit-rows", type=positive_int, default=None, help="use only the first N rows of each CSV (quick trials)")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+def training_config(args, **fields):
+    """The ``TrainConfig`` the flags of :func:`add_training_arguments` describe."""
+    from lightning_modules.training import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        data_dir=str(args.data_dir) if args.data_dir else None,
+        logdir=args.logdir,
+        accelerator=args.accelerator,
+        limit_rows=args.limit_rows,
+        echo=not args.quiet,
+        **fields,
+    )

@@ -17,8 +17,13 @@ os.environ.setdefault("SCIPY_ARRAY_API", "1")
 import dataclasses  # noqa: E402
 import sys  # noqa: E402
 
-from datamodules.cli import ArgumentParser, UsageError, add_study_arguments, parsed_by, positive_int, run_main, write_json  # noqa: E402
-from reduction.cluster_study import parse_k_list  # noqa: E402
+from cli_kit import ArgumentParser, UsageError, add_study_arguments, int_list, parsed_by, positive_int, run_main, write_json  # noqa: E402
+from reduction.clustering import check_ks  # noqa: E402
+
+
+def parse_k_list(text: str) -> tuple[int, ...]:
+    """``START:STOP:STEP`` or a comma list ``5,10,20``; sorted, distinct, every k >= 2 (ValueError otherwise)."""
+    return tuple(check_ks(int_list(text, "k list")))
 
 
 def build_parser() -> ArgumentParser:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from datamodules.cli import ArgumentParser, add_study_arguments, run_main, write_json
+from cli_kit import ArgumentParser, add_study_arguments, run_main, write_json
 from reduction.embed_study import METHODS, format_summary, run_embed_study
 
 

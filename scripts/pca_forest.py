@@ -14,8 +14,13 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from datamodules.cli import ArgumentParser, UsageError, add_study_arguments, parsed_by, positive_int, run_main, write_json
-from reduction.pca_forest_study import parse_grid_axis
+from cli_kit import ArgumentParser, UsageError, add_study_arguments, int_list, parsed_by, positive_int, run_main, write_json
+from reduction.forest import grid_axis
+
+
+def parse_grid_axis(text: str) -> tuple[int, ...]:
+    """``START:STOP:STEP`` (STOP included when on the step) or a comma list ``10,30,50``."""
+    return grid_axis(int_list(text, "grid"), f"grid {text!r}")
 
 
 def build_parser() -> ArgumentParser:

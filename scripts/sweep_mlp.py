@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from datamodules.cli import ArgumentParser, positive_float, run_main
+from cli_kit import ArgumentParser, add_training_arguments, positive_float, run_main, training_config
 from lightning_modules.mlp_module import ACTIVATIONS
-from lightning_modules.training import add_training_arguments
 
 
 def build_parser() -> ArgumentParser:
@@ -30,9 +29,8 @@ def build_parser() -> ArgumentParser:
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     from lightning_modules.sweep import run_sweep, summary_markdown
-    from lightning_modules.training import config_from_args
 
-    summary = run_sweep(config_from_args(args), list(dict.fromkeys(args.lrs)), list(dict.fromkeys(args.acts)), args.out)
+    summary = run_sweep(training_config(args), list(dict.fromkeys(args.lrs)), list(dict.fromkeys(args.acts)), args.out)
     print()
     print(summary_markdown(summary))
     print(f"summary: {args.out}/summary.md, {args.out}/summary.json, figure: {args.out}/curves.png")

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from datamodules.cli import ArgumentParser, positive_float, run_main
+from cli_kit import ArgumentParser, add_training_arguments, positive_float, run_main, training_config
 from lightning_modules.mlp_module import ACTIVATIONS
-from lightning_modules.training import add_training_arguments
 
 
 def devices_arg(text: str):
@@ -43,9 +42,9 @@ def build_parser() -> ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    from lightning_modules.training import config_from_args, train_mlp
+    from lightning_modules.training import train_mlp
 
-    results = train_mlp(config_from_args(args, lr=args.lr, act=args.act, devices=args.devices, strategy=args.strategy))
+    results = train_mlp(training_config(args, lr=args.lr, act=args.act, devices=args.devices, strategy=args.strategy))
     if results["world_size"] > 1 and not _is_rank_zero():
         return
     print(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import HAS_CUDA, HAS_CUML, REPO_ROOT, load_script
 
-from datamodules.cli import run_main
+from cli_kit import run_main
 
 SCRIPT = REPO_ROOT / "scripts" / "cluster.py"
 FIGURES = ("kmeans_scores", "kmeans_clusters", "gmm_aic_bic", "gmm_clusters", "gmm_generated")

@@ -241,7 +241,7 @@ def test_gzip_magic_wins_over_file_name(tmp_path):
 
 
 def test_run_main_turns_every_expected_failure_into_an_exit_code(capsys):
-    from datamodules.cli import ArgumentParser, UsageError, run_main
+    from cli_kit import ArgumentParser, UsageError, run_main
 
     def main(argv):
         parser = ArgumentParser(prog="demo")

@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import HAS_CUDA, HAS_CUML, REPO_ROOT, load_script
 
-from datamodules.cli import run_main
+from cli_kit import run_main
 from datamodules.synthetic import write_synthetic_csvs
 from reduction.embed_study import METHODS
 

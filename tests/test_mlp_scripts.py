@@ -95,7 +95,7 @@ def test_sweep_script_writes_table_json_and_figure(synthetic_data_dir, tmp_path)
 )
 def test_bad_flags_are_one_line_errors(args, message, tmp_path, synthetic_data_dir, capsys):
     # In-process (the real entry point's exit code and stderr are checked below, once).
-    from datamodules.cli import run_main
+    from cli_kit import run_main
 
     if "--data-dir" not in args:
         args = args + ["--data-dir", str(synthetic_data_dir)]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import HAS_CUDA, HAS_CUML, REPO_ROOT, load_script
 
-from datamodules.cli import run_main
+from cli_kit import run_main
 
 SCRIPT = REPO_ROOT / "scripts" / "pca_forest.py"
 TINY_GRIDS = ["--raw-trees", "3,6", "--raw-depths", "2,4", "--pca-trees", "3:6:3", "--pca-depths", "2,4"]
