@@ -198,6 +198,20 @@ def test_optimizer_state_round_trips(data):
         assert torch.equal(value, resumed.state_dict()[key]), key
 
 
+def test_optimizer_refuses_stale_views_and_clipping(data):
+    images, x, y = data
+    fused = build_fused(MEMBERS[:2], images)
+    optimizer = MemberAdam.for_model(fused)
+    optimizer.step()  # no gradients yet: nothing happens
+    assert not optimizer.state
+    fused.to(torch.float64)  # new storage: the optimizer's views would update the old one
+    fused.member_losses(fused(x[:8].double()), y[:8]).sum().backward()
+    with pytest.raises(RuntimeError, match="moved"):
+        optimizer.step()
+    with pytest.raises(ValueError, match="clipping"):
+        fused.configure_gradient_clipping(optimizer, gradient_clip_val=1.0)
+
+
 @pytest.mark.gpu
 @requires_cuda
 def test_training_matches_solo_models_on_cuda(data):
