@@ -1,0 +1,281 @@
+"""The timings of ``benchmarks/gpu_check.sh`` on one CUDA device, printed as one table.
+
+    python benchmarks/gpu_check.py                         # on a CUDA machine, real data
+    python benchmarks/gpu_check.py --device cpu --quick    # the same code paths on the CPU
+
+Rows: one training epoch of the MLP (``MLPClassifier``, and ``FusedMLPs`` with the sweep's 6
+settings and with 6 x 5 seeds) through Lightning; the 6-setting sweep for a few epochs, one run
+per setting (``run_sweep``) and fused (``train_fused``), with the fused members' test numbers
+checked against the sequential runs; scikit-learn's Array API path on torch tensors of the device
+for the unsupervised part's PCA (95% of the variance, exact solver as ``reduction.PCA``) and
+Gaussian mixture (``reduction.clustering.GaussianMixture.fit_array_api``, k=25), each beside the
+same step with NumPy on the CPU. A step that fails gives a row saying why; the others still run.
+"""
+
+from __future__ import annotations
+
+import os
+
+# SciPy reads this once, on its first import: scikit-learn's Array API dispatch needs it.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+LRS = [1e-3, 1e-5, 1e-9]
+ACTS = ["relu", "linear"]
+
+rows: list[tuple[str, str, str, str]] = []
+deadline = float("inf")  # perf_counter time after which remaining checks are skipped (--budget)
+
+
+def row(check: str, where: str, seconds: float | None, detail: str) -> None:
+    rows.append((check, where, "n/a" if seconds is None else f"{seconds:.3f}", detail))
+    print(f"{check} on {where}: {rows[-1][2]} s ({detail})", flush=True)
+
+
+def guarded(check: str, where: str):
+    """Run a check; on failure record one row with the error instead of stopping."""
+
+    def wrap(function):
+        def run(*args, **kwargs):
+            if time.perf_counter() > deadline:
+                row(check, where, None, "skipped: time budget spent")
+                return None
+            try:
+                return function(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - reported in the table
+                traceback.print_exc()
+                row(check, where, None, f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}")
+                return None
+
+        return run
+
+    return wrap
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"cuda ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+# --- the MLP -------------------------------------------------------------------------------------
+
+
+def _epoch_seconds(model, datamodule, accelerator: str, epochs: int) -> list[float]:
+    import lightning as L
+
+    from lightning_modules import EpochTimer
+
+    timer = EpochTimer()
+    trainer = L.Trainer(
+        max_epochs=epochs, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+        enable_model_summary=False, enable_progress_bar=False, callbacks=[timer], limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    return timer.train_seconds
+
+
+def mlp_epochs(args, accelerator: str, where: str) -> None:
+    from datamodules import SignMNISTDataModule
+    from lightning_modules import MLPClassifier
+    from lightning_modules.fused import build_fused, member_specs
+
+    datamodule = SignMNISTDataModule(args.data_dir, limit_rows=args.limit_rows)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    steps = len(datamodule.train_dataloader())
+    epochs = 3  # the first is a warm-up (allocator, kernels) and is not counted
+
+    @guarded("MLP epoch, MLPClassifier", where)
+    def solo():
+        torch.manual_seed(22)
+        seconds = _epoch_seconds(MLPClassifier().adapt(datamodule.train_images), datamodule, accelerator, epochs)[1:]
+        row("MLP epoch, MLPClassifier", where, statistics.median(seconds), f"{steps} steps of 32, Lightning")
+        return statistics.median(seconds)
+
+    base = solo()
+    for seeds in (1, 5):
+        specs = member_specs(ACTS, LRS, range(22, 22 + seeds))
+        name = f"MLP epoch, FusedMLPs x{len(specs)}"
+
+        @guarded(name, where)
+        def fused():
+            model = build_fused(specs, datamodule.train_images)
+            seconds = statistics.median(_epoch_seconds(model, datamodule, accelerator, epochs)[1:])
+            per_member = f"; per member {seconds / len(specs) / base:.2f}x the single MLP" if base else ""
+            row(name, where, seconds, f"{len(specs)} members{per_member}")
+
+        fused()
+
+
+def sweeps(args, accelerator: str, where: str) -> None:
+    from lightning_modules.fused import member_specs, train_fused
+    from lightning_modules.sweep import run_sweep
+    from lightning_modules.training import TrainConfig
+
+    sequential = None
+    if not args.no_sequential:
+
+        @guarded(f"sweep 6 settings x {args.epochs} epochs, run_sweep", where)
+        def run_sequential():
+            with tempfile.TemporaryDirectory() as out:
+                base = TrainConfig(epochs=args.epochs, data_dir=args.data_dir, logdir=f"{out}/runs", accelerator=accelerator,
+                                   limit_rows=args.limit_rows, echo=False)
+                started = time.perf_counter()
+                summary = run_sweep(base, LRS, ACTS, f"{out}/sweep")
+                wall = time.perf_counter() - started
+            per_epoch = sum(s["seconds_per_epoch"] for s in summary["settings"])
+            row(f"sweep 6 settings x {args.epochs} epochs, run_sweep", where, per_epoch, f"s/epoch (sum of settings); wall {wall:.1f} s")
+            return summary
+
+        sequential = run_sequential()
+
+    @guarded(f"sweep 6 settings x {args.epochs} epochs, fused", where)
+    def run_fused():
+        run = train_fused(member_specs(ACTS, LRS), data_dir=args.data_dir, epochs=args.epochs, limit_rows=args.limit_rows,
+                          accelerator=accelerator)
+        detail = f"s/epoch; wall {run['total_seconds']:.1f} s"
+        if sequential is not None:
+            solo = {(s["act"], s["lr"]): s for s in sequential["settings"]}
+            d_acc = max(abs(m["test_acc"] - solo[(m["act"], m["lr"])]["test_acc"]) for m in run["members"])
+            d_loss = max(abs(m["test_loss"] - solo[(m["act"], m["lr"])]["test_loss"]) / abs(solo[(m["act"], m["lr"])]["test_loss"])
+                         for m in run["members"])
+            per_epoch = sum(s["seconds_per_epoch"] for s in sequential["settings"])
+            detail += (f"; {run['seconds_per_epoch'] / per_epoch:.2f}x run_sweep's epoch; vs run_sweep: max test-acc diff "
+                       f"{d_acc:.4f}, max rel. test-loss diff {d_loss:.1e}")
+        row(f"sweep 6 settings x {args.epochs} epochs, fused", where, run["seconds_per_epoch"], detail)
+
+    run_fused()
+
+
+# --- scikit-learn's Array API path ---------------------------------------------------------------
+
+
+def reduction_steps(args, device: str, where: str) -> None:
+    import sklearn
+    from sklearn.decomposition import PCA as SkPCA
+
+    from datamodules import REDUCTION_VAL_FRACTION, load_splits, reference_sample
+    from reduction.clustering import GaussianMixture, array_api_problem
+
+    problem = array_api_problem()
+    if problem is not None:
+        row("scikit-learn Array API", where, None, f"skipped: {problem}")
+        return
+    arrays = load_splits(args.data_dir, val_fraction=REDUCTION_VAL_FRACTION, seed=22, limit_rows=args.limit_rows)
+    X = arrays.train_images.astype(np.float32)
+    if args.reduction_rows:
+        X = X[: args.reduction_rows]
+
+    def pca(data):
+        # reduction.PCA's exact solver; a fraction of the variance picks the component count.
+        return SkPCA(n_components=0.95, svd_solver="full").fit(data)
+
+    @guarded("PCA 95%, Array API", where)
+    def pca_device():
+        Xt = torch.as_tensor(X, device=device)
+        with sklearn.config_context(array_api_dispatch=True):
+            pca(Xt)  # warm-up: CUDA context, cuSOLVER handles
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model = pca(Xt)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+        row("PCA 95%, Array API", where, seconds, f"{model.n_components_} components of {X.shape[1]}, {len(X)} rows, torch {device}")
+        return model
+
+    @guarded("PCA 95%, NumPy", "cpu")
+    def pca_cpu():
+        start = time.perf_counter()
+        model = pca(X)
+        row("PCA 95%, NumPy", "cpu", time.perf_counter() - start, f"{model.n_components_} components, {len(X)} rows")
+        return model
+
+    pca_device()
+    cpu_model = pca_cpu()
+    if cpu_model is None:
+        return
+    sample = X[reference_sample(len(X), min(10_000, len(X)), 22)]
+    features = SkPCA(n_components=cpu_model.n_components_, svd_solver="full").fit_transform(sample)
+    k = min(25, len(features) // 10)
+    name = f"GaussianMixture k={k}, n_init {args.gmm_n_init}"
+
+    def place(model) -> str:
+        return getattr(model, "place_", getattr(model, "backend_", "?"))
+
+    @guarded(f"{name}, Array API", where)
+    def gmm_device():
+        model = GaussianMixture(k, n_init=args.gmm_n_init, random_state=42).fit_array_api(features, device=device)
+        row(f"{name}, Array API", where, model.fit_seconds_,
+            f"ran on {place(model)} (starts on {model.init_place_}); lower bound {model.lower_bound_:.4f}, {len(features)} rows")
+        return model
+
+    @guarded(f"{name}, NumPy", "cpu")
+    def gmm_cpu():
+        model = GaussianMixture(k, n_init=args.gmm_n_init, random_state=42, backend="sklearn").fit(features)
+        row(f"{name}, NumPy", "cpu", model.fit_seconds_, f"lower bound {model.lower_bound_:.4f}")
+        return model
+
+    gmm_device()
+    gmm_cpu()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda", help="torch device to check (default cuda)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of each sweep run (default 3)")
+    parser.add_argument("--limit-rows", type=int, default=None, help="first N rows of each CSV only")
+    parser.add_argument("--reduction-rows", type=int, default=None, help="first N training rows for PCA / mixture")
+    parser.add_argument("--gmm-n-init", type=int, default=3, help="mixture starts (default 3; the study uses 10)")
+    parser.add_argument("--no-sequential", action="store_true", help="skip the one-run-per-setting sweep")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a check that the code paths run")
+    parser.add_argument("--data-dir", default=None, help="Kaggle CSVs (default: the shipped data/)")
+    parser.add_argument("--budget", type=float, default=180, help="seconds after which remaining checks are skipped (default 180)")
+    parser.add_argument("--tests", default=None, help="the GPU tests' pytest summary line, for the table")
+    parser.add_argument("--tests-seconds", type=float, default=None)
+    args = parser.parse_args()
+    if args.quick:
+        args.limit_rows = args.limit_rows or 2000
+        args.reduction_rows = args.reduction_rows or 2000
+        args.epochs = min(args.epochs, 2)
+        args.gmm_n_init = 1
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("skipped: no CUDA device")
+        return
+    warnings.filterwarnings("ignore")
+    for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    accelerator = "cuda" if args.device.startswith("cuda") else "cpu"
+    where = device_name(args.device)
+    print(f"torch {torch.__version__}, {where}", flush=True)
+    if args.tests is not None:
+        row("pytest -m gpu", where, args.tests_seconds, args.tests)
+    global deadline
+    started = time.perf_counter()
+    deadline = started + args.budget
+    mlp_epochs(args, accelerator, where)
+    sweeps(args, accelerator, where)
+    reduction_steps(args, args.device, where)
+
+    print(f"\n| check | ran on | seconds | detail |")
+    print("|---|---|---|---|")
+    for check, place, seconds, detail in rows:
+        print(f"| {check} | {place} | {seconds} | {detail} |")
+    print(f"\ntimings: {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

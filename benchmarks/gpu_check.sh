@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One check of the GPU paths on a machine with a CUDA device, in under 6 minutes:
+#   1. the GPU-marked tests (python -m pytest -m gpu -q);
+#   2. one MLP training epoch on CUDA: MLPClassifier, FusedMLPs with the sweep's 6 settings and
+#      with 6 x 5 seeds;
+#   3. the 6-setting learning-rate sweep for a few epochs, one run per setting and fused;
+#   4. scikit-learn's Array API path on torch CUDA tensors: PCA (95% of the variance) and the
+#      Gaussian mixture (k=25), each beside NumPy on the CPU.
+# Then one table (benchmarks/gpu_check.py prints it). Without a CUDA device it says
+# "skipped: no CUDA device" and exits 0.
+#
+#   bash benchmarks/gpu_check.sh            # extra arguments go to benchmarks/gpu_check.py
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [ -f .venv/bin/activate ]; then
+    . .venv/bin/activate
+fi
+# SciPy reads this on its first import; scikit-learn's Array API dispatch needs it.
+export SCIPY_ARRAY_API=1
+
+if ! python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+    echo "skipped: no CUDA device"
+    exit 0
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+
+# 1. GPU tests: at most 2.5 minutes; the summary line goes into the table.
+started=$(date +%s.%N)
+test_log=$(mktemp)
+timeout 150 python -m pytest -m gpu -q -p no:cacheprovider 2>&1 | tee "$test_log" | tail -n 25
+test_status=${PIPESTATUS[0]}
+test_seconds=$(python -c "print(round($(date +%s.%N) - $started, 1))")
+summary=$(grep -E '(passed|failed|skipped|error|no tests ran)' "$test_log" | tail -n 1 | sed 's/=//g; s/^ *//; s/ *$//')
+rm -f "$test_log"
+if [ "$test_status" = 124 ]; then
+    summary="timed out after 150 s: $summary"
+fi
+summary="${summary:-no summary} (exit $test_status)"
+
+# 2-4. Timings and the table: at most 3.3 minutes.
+timeout 200 python benchmarks/gpu_check.py --tests "$summary" --tests-seconds "$test_seconds" "$@"
+check_status=$?
+if [ "$check_status" = 124 ]; then
+    echo "gpu_check.py timed out after 200 s (rows above were measured)"
+fi
+# Fail when the tests or the timings failed, so a caller sees it in the exit code.
+[ "$test_status" = 0 ] && [ "$check_status" = 0 ]
