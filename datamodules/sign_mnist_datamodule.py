@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from lightning import LightningDataModule
 
+from datamodules.augment import AugmentConfig, AugmentedBatches, BatchAugmenter
 from datamodules.csv_io import DataError, load_split
 from datamodules.splits import (
     LETTERS,
@@ -78,7 +79,9 @@ class SignMNISTDataModule(LightningDataModule):
     The validation part is a stratified ``val_fraction`` of the train CSV (1/6 with seed 22:
     22,879 train and 4,576 validation rows); the test CSV (7,172 rows) is the test set.
     Images are served as float32 pixel values 0-255 (the model normalises them) and labels as
-    int64. The uint8 arrays are available through :attr:`arrays` for non-Lightning code.
+    int64. The uint8 arrays are available through :attr:`arrays` for non-Lightning code. With
+    ``augment``, every training image gets its own random affine and brightness/contrast change
+    each epoch (``datamodules.augment``); validation and test batches are served as they are.
     """
 
     letters = LETTERS
@@ -92,11 +95,14 @@ class SignMNISTDataModule(LightningDataModule):
         num_classes: int = 25,
         limit_rows: int | None = None,
         cache_dir: str | os.PathLike | None = None,
+        augment: AugmentConfig | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise DataError(f"batch size must be positive, got {batch_size}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["augment"])  # a dataclass is no hyperparameter; as_dict() is
+        # Training batches only: validation and test images are never altered.
+        self.augment = augment if augment is not None and not augment.is_identity else None
         self.arrays: SplitArrays | None = None
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -172,8 +178,12 @@ class SignMNISTDataModule(LightningDataModule):
             equal_shards=shuffle,
         )
 
-    def train_dataloader(self) -> InMemoryBatches:
-        return self._batches("train", shuffle=True)
+    def train_dataloader(self) -> InMemoryBatches | AugmentedBatches:
+        batches = self._batches("train", shuffle=True)
+        if self.augment is None:
+            return batches
+        rank, _ = self._rank_and_world()
+        return AugmentedBatches(batches, BatchAugmenter(self.augment), seed=self.hparams.seed, rank=rank)
 
     def val_dataloader(self) -> InMemoryBatches:
         return self._batches("val", shuffle=False)

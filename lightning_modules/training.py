@@ -12,16 +12,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from datamodules import SignMNISTDataModule
+from datamodules.augment import AugmentConfig, BatchAugmenter
 from labkit.errors import SettingsError
 from labkit.files import write_json
 from labkit.progress import Interrupted, report
 from lightning_modules.callbacks import EpochTimer, HistoryLogger, InterruptWatch
 from lightning_modules.mlp_module import MLPClassifier, parameter_report
+from lightning_modules.pictures import HistogramLogger, write_pictures
 
 
 @dataclass
@@ -37,12 +40,26 @@ class TrainConfig:
     devices: str | int = 1
     strategy: str = "auto"
     limit_rows: int | None = None  # first rows of each CSV only, for quick trials and tests
-    echo: bool = True  # print one line per epoch
+    echo: bool = True  # report one line per epoch
+    augment: float = 0.0  # strength of training-image augmentation: 0 none, 1 datamodules.augment's ranges
+    pictures: bool = True  # TensorBoard pictures (confusion matrix, mistakes, projector) once at the end
+    histograms: bool = False  # weight and gradient histograms every epoch
 
 
-def run_name(act: str, lr: float) -> str:
-    """Folder name of a setting, e.g. ``relu_lr1e-05``: settings overlay in TensorBoard by name."""
-    return f"{act}_lr{lr:.0e}"
+def format_lr(lr: float) -> str:
+    """A learning rate as few digits as tell it apart: 1e-03, 1.5e-03, 2e-03 (never rounded)."""
+    return np.format_float_scientific(lr, trim="-", exp_digits=2)
+
+
+def run_name(act: str, lr: float, augment: float = 0.0, seed: int | None = None) -> str:
+    """Folder name of a setting, e.g. ``relu_lr1e-05``, ``relu_lr1e-03_aug1``, ``linear_lr1e-05_seed23``:
+    runs of different settings overlay in TensorBoard by name, and two settings never share one."""
+    name = f"{act}_lr{format_lr(lr)}"
+    if augment:
+        name += f"_aug{augment:g}"
+    if seed is not None:
+        name += f"_seed{seed}"
+    return name
 
 
 _RUN_VERSION_ENV = "SIGN_MNIST_RUN_VERSION"
@@ -82,8 +99,9 @@ def train_mlp(config: TrainConfig) -> dict:
     Returns the results dictionary (also written to ``<logdir>/mlp/<run name>/results.json``).
     """
     L.seed_everything(config.seed, workers=True, verbose=False)
+    augment = AugmentConfig(strength=config.augment) if config.augment else None
     datamodule = SignMNISTDataModule(
-        config.data_dir, batch_size=config.batch_size, seed=config.seed, limit_rows=config.limit_rows
+        config.data_dir, batch_size=config.batch_size, seed=config.seed, limit_rows=config.limit_rows, augment=augment
     )
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -94,7 +112,7 @@ def train_mlp(config: TrainConfig) -> dict:
     # passes it on through the environment so that all ranks agree).
     root = Path(config.logdir) / "mlp"
     inherited = os.environ.get(_RUN_VERSION_ENV) if "LOCAL_RANK" in os.environ else None
-    version = inherited or _free_version(root, run_name(config.act, config.lr))
+    version = inherited or _free_version(root, run_name(config.act, config.lr, config.augment))
     os.environ[_RUN_VERSION_ENV] = version
     try:
         return _fit_and_test(config, datamodule, model, version)
@@ -115,7 +133,7 @@ def _fit_and_test(config: TrainConfig, datamodule, model, version: str) -> dict:
         devices=config.devices,
         strategy=config.strategy,
         logger=[tensorboard, history],
-        callbacks=[timer, checkpoint, watch],
+        callbacks=[timer, checkpoint, watch] + ([HistogramLogger()] if config.histograms else []),
         enable_progress_bar=False,  # one summary line per epoch instead (HistoryLogger)
         enable_model_summary=False,
         log_every_n_steps=50,
@@ -168,11 +186,16 @@ def _write_results(config, datamodule, model, trainer, tensorboard, history, tim
             "test": len(datamodule.arrays.test_labels),
         },
         "best_checkpoint": checkpoint.best_model_path,
+        "augmentation": datamodule.augment.as_dict() if datamodule.augment else None,
+        "pictures": [],
     }
     if trainer.is_global_zero:
+        if config.pictures:
+            results["pictures"] = _write_pictures(config, datamodule, model, tensorboard)
         # Fill TensorBoard's HParams tab with the final numbers (not Lightning's -1 placeholder).
         tensorboard.log_hyperparams(
-            {"lr": config.lr, "act": config.act, "epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed},
+            {"lr": config.lr, "act": config.act, "epochs": config.epochs, "batch_size": config.batch_size,
+             "seed": config.seed, "augment": config.augment},
             metrics={
                 "hparams/test_acc": results["test_acc"],
                 "hparams/test_loss": results["test_loss"],
@@ -182,6 +205,20 @@ def _write_results(config, datamodule, model, trainer, tensorboard, history, tim
         tensorboard.finalize("success")
         write_json(Path(tensorboard.log_dir) / "results.json", results)
     return results
+
+
+def _write_pictures(config: TrainConfig, datamodule, model, tensorboard) -> list[str]:
+    """The end-of-training pictures in TensorBoard; the tags written."""
+    arrays, augment = datamodule.arrays, None
+    if datamodule.augment is not None:
+        # The training grid shows the images as the network saw them: augmented, from the run's seed.
+        augmenter, generator = BatchAugmenter(datamodule.augment), torch.Generator().manual_seed(config.seed)
+
+        def augment(batch):
+            return augmenter(batch, generator)
+
+    return write_pictures(tensorboard.experiment, model, arrays.test_images, arrays.test_labels, arrays.train_images,
+                          augment=augment, seed=config.seed)
 
 
 def _interruptible(trainer_fn, watch: InterruptWatch, *args, **kwargs):

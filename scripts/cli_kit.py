@@ -195,7 +195,28 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logdir", default="runs", help="root folder of TensorBoard runs (default runs)")
     parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda", "mps"], help="Lightning accelerator (default auto)")
     parser.add_argument("--limit-rows", type=positive_int, default=None, help="use only the first N rows of each CSV (quick trials)")
+    parser.add_argument(
+        "--augment", type=parsed_by(augment_strength), nargs="?", const=1.0, default=0.0, metavar="STRENGTH",
+        help="augment the training images: each gets its own random rotation (about 11 degrees), shift "
+        "(15%%), zoom (10%%) and brightness/contrast change (20%%) every epoch, ranges times STRENGTH "
+        "(--augment alone: 1; default: none, as the reference). Validation and test images are never altered",
+    )
+    parser.add_argument("--no-pictures", action="store_true",
+                        help="skip the end-of-training TensorBoard pictures (confusion matrix, mistakes, projector)")
+    parser.add_argument("--histograms", action="store_true", help="weight and gradient histograms in TensorBoard every epoch")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+def augment_strength(text: str) -> float:
+    """A finite strength >= 0 that keeps every range below 100% (ValueError otherwise)."""
+    from datamodules.augment import AugmentConfig
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    AugmentConfig(strength=value)  # raises ValueError with the reason
+    return value
 
 
 def training_config(args, **fields):
@@ -211,5 +232,8 @@ def training_config(args, **fields):
         accelerator=args.accelerator,
         limit_rows=args.limit_rows,
         echo=not args.quiet,
+        augment=args.augment,
+        pictures=not args.no_pictures,
+        histograms=args.histograms,
         **fields,
     )
