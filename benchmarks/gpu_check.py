@@ -8,7 +8,7 @@ settings and with 6 x 5 seeds) through Lightning; the 6-setting sweep for a few 
 per setting (``run_sweep``) and fused (``train_fused``), with the fused members' test numbers
 checked against the sequential runs; scikit-learn's Array API path on torch tensors of the device
 for the unsupervised part's PCA (95% of the variance, exact solver as ``reduction.PCA``) and
-Gaussian mixture (``reduction.clustering.GaussianMixture.fit_array_api``, k=25), each beside the
+Gaussian mixture (``reduction.GaussianMixture.fit_array_api``, k=25), each beside the
 same step with NumPy on the CPU. A step that fails gives a row saying why; the others still run.
 """
 
@@ -162,14 +162,27 @@ def sweeps(args, accelerator: str, where: str) -> None:
 # --- scikit-learn's Array API path ---------------------------------------------------------------
 
 
+def _clustering_module():
+    """The module with the mixture's Array API helpers (reduction.estimators.clustering since the
+    estimators moved; reduction.clustering before)."""
+    import importlib
+
+    for name in ("reduction.estimators.clustering", "reduction.clustering"):
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+    raise ModuleNotFoundError("no reduction clustering module")
+
+
 def reduction_steps(args, device: str, where: str) -> None:
     import sklearn
     from sklearn.decomposition import PCA as SkPCA
 
     from datamodules import REDUCTION_VAL_FRACTION, load_splits, reference_sample
-    from reduction.clustering import GaussianMixture, array_api_problem
+    from reduction import GaussianMixture
 
-    problem = array_api_problem()
+    problem = _clustering_module().array_api_problem()
     if problem is not None:
         row("scikit-learn Array API", where, None, f"skipped: {problem}")
         return

@@ -1,8 +1,9 @@
 """Many independent MLPs trained as one LightningModule: the fused learning-rate sweep (issue 8).
 
 Training the 200-50-25 MLP for each (activation, learning rate, seed) one after another pays
-Lightning's per-step cost (about 0.5 ms, more than this small model's own step on 2 CPU cores)
-once per member, and runs matrix products too small to keep any device busy. :class:`FusedMLPs`
+Lightning's per-step cost (about 0.5 ms, half of this small model's own step on 2 CPU cores;
+benchmarks/RESULTS.md) once per member, and runs matrix products too small to keep any device
+busy. :class:`FusedMLPs`
 holds S members whose weights are stacked, so that one Lightning step trains all of them:
 
 * the first layer of every member is one matrix product, ``x [B, 784] @ W0.T`` with the
