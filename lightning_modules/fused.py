@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_modules.mlp_module import ACTIVATIONS, MLPClassifier, Normalization
+from lightning_modules.training import run_name
 
 STAGES = ("train", "val", "test")
 
@@ -50,11 +51,8 @@ class MemberSpec:
 
     @property
     def name(self) -> str:
-        """``relu_lr1e-05_seed22``: the sweep's run name (``training.run_name``) plus the seed.
-
-        A learning rate with more than one significant digit is written out in full (1.5e-05)."""
-        lr = f"{self.lr:.0e}" if float(f"{self.lr:.0e}") == self.lr else f"{self.lr:g}"
-        return f"{self.act}_lr{lr}_seed{self.seed}"
+        """``relu_lr1e-05_seed22``: ``training.run_name`` with the seed, unique per member."""
+        return run_name(self.act, self.lr, seed=self.seed)
 
 
 def member_specs(acts: Sequence[str], lrs: Sequence[float], seeds: Sequence[int] = (22,)) -> list[MemberSpec]:
