@@ -1,19 +1,20 @@
-"""Seconds per training epoch of the MLP sweep: one run per setting against all settings fused.
+"""The MLP sweep, fused against one run per setting: seconds per training epoch and wall time.
 
-    python benchmarks/bench_sweep.py [--epochs 3] [--limit-rows N] [--seeds 5]
+    python benchmarks/bench_sweep.py [--epochs 3] [--limit-rows N] [--seeds 5] [--no-pictures]
 
-1. sequential: today's ``lightning_modules.sweep.run_sweep``, one ``train_mlp`` run per setting
-   (learning rates 1e-3 1e-5 1e-9 x activations relu, linear); its epoch is the sum of the
-   settings' median epochs;
-2. fused: the same 6 settings as the members of one ``FusedMLPs`` (``train_fused``);
+Each way is ``lightning_modules.sweep.run_sweep`` as ``scripts/sweep_mlp.py`` runs it, outputs
+included (TensorBoard runs, results.json, pictures unless --no-pictures, summary):
+
+1. sequential (``--sequential``): one ``train_mlp`` run per setting (learning rates 1e-3 1e-5
+   1e-9 x activations relu, linear); its epoch is the sum of the settings' median epochs;
+2. fused (the default): the same 6 settings as the members of one ``FusedMLPs``;
 3. fused x seeds: the 6 settings x ``--seeds`` initialisation seeds (30 members by default).
 
-Every way trains on the reference split (batch 32), validates every epoch and tests at the end,
-as the sweep does; epoch times exclude validation (``EpochTimer``). The table gives the median
-epoch of each way, per member, and its ratio to the sequential way per member (below 1: faster).
-The fused members seeded like the sequential runs train the same models, so their test numbers
-are compared too (closely equal at small learning rates; at 1e-3 float32 rounding differences
-grow over the epochs, as between two solo runs on different thread counts).
+Epoch times exclude validation (``EpochTimer``). The table gives the median epoch of each way,
+per member, its ratio to the sequential way per member (below 1: faster), and the wall time of
+the whole sweep. The fused members seeded like the sequential runs train the same models, so
+their test numbers are compared too (closely equal at small learning rates; at 1e-3 float32
+rounding differences grow over the epochs, as between two solo runs on different thread counts).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import warnings
 import lightning as L
 import torch
 
-from lightning_modules.fused import member_specs, train_fused
 from lightning_modules.sweep import run_sweep
 from lightning_modules.training import TrainConfig
 
@@ -35,29 +35,22 @@ LRS = [1e-3, 1e-5, 1e-9]
 ACTS = ["relu", "linear"]
 
 
-def sequential(args, out_dir: str) -> dict:
+def sweep(args, out_dir: str, seeds: list[int], sequential: bool) -> dict:
+    """One ``run_sweep`` as ``scripts/sweep_mlp.py`` runs it (outputs written), timed."""
     base = TrainConfig(epochs=args.epochs, seed=args.seed, data_dir=args.data_dir, logdir=f"{out_dir}/runs",
-                       accelerator=args.accelerator, limit_rows=args.limit_rows, echo=False)
+                       accelerator=args.accelerator, limit_rows=args.limit_rows, echo=False,
+                       pictures=not args.no_pictures)
     started = time.perf_counter()
-    summary = run_sweep(base, LRS, ACTS, f"{out_dir}/sweep")
+    summary = run_sweep(base, LRS, ACTS, f"{out_dir}/sweep", seeds=seeds, sequential=sequential)
+    runs = summary["runs"]
+    # Sequential: the settings' epochs add up; fused: one epoch trains them all.
+    epoch = sum(run["seconds_per_epoch"] for run in runs) if sequential else runs[0]["seconds_per_epoch"]
     return {
-        "members": len(summary["settings"]),
-        "seconds_per_epoch": sum(row["seconds_per_epoch"] for row in summary["settings"]),
+        "members": len(runs),
+        "seconds_per_epoch": epoch,
         "wall": time.perf_counter() - started,
-        "results": {(row["act"], row["lr"]): row for row in summary["settings"]},
-    }
-
-
-def fused(args, seeds: list[int]) -> dict:
-    started = time.perf_counter()
-    run = train_fused(member_specs(ACTS, LRS, seeds), data_dir=args.data_dir, epochs=args.epochs, data_seed=args.seed,
-                      limit_rows=args.limit_rows, accelerator=args.accelerator)
-    return {
-        "members": len(run["members"]),
-        "seconds_per_epoch": run["seconds_per_epoch"],
-        "wall": time.perf_counter() - started,
-        "results": {(r["act"], r["lr"]): r for r in run["members"] if r["seed"] == args.seed},
-        "device": run["device"],
+        "results": {(run["act"], run["lr"]): run for run in runs if run["seed"] == args.seed},
+        "device": runs[0]["device"],
     }
 
 
@@ -70,6 +63,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="Kaggle CSVs (default: the shipped data/)")
     parser.add_argument("--accelerator", default="cpu", choices=["cpu", "cuda", "gpu", "auto"], help="default cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no-pictures", action="store_true", help="skip each run's end-of-training TensorBoard pictures")
     parser.add_argument("--ways", nargs="+", choices=["sequential", "fused", "fused-seeds"],
                         default=["sequential", "fused", "fused-seeds"], help="which ways to time (default all)")
     args = parser.parse_args()
@@ -82,20 +76,20 @@ def main() -> None:
           f"accelerator {args.accelerator}, {args.epochs} epochs, limit_rows {args.limit_rows}", flush=True)
     seeds = [args.seed + i for i in range(args.seeds)]
     timed: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as out_dir:
-        if "sequential" in args.ways:
-            timed["sequential (run_sweep)"] = sequential(args, out_dir)
-            print("sequential done", flush=True)
-    if "fused" in args.ways:
-        timed["fused"] = fused(args, seeds[:1])
-        print("fused done", flush=True)
-    if "fused-seeds" in args.ways:
-        timed[f"fused, {args.seeds} seeds"] = fused(args, seeds)
-        print("fused x seeds done", flush=True)
-    device = next((way["device"] for way in timed.values() if "device" in way), args.accelerator)
+    ways = {
+        "sequential": ("sequential (--sequential)", seeds[:1], True),
+        "fused": ("fused", seeds[:1], False),
+        "fused-seeds": (f"fused, {args.seeds} seeds", seeds, False),
+    }
+    for way in args.ways:
+        name, way_seeds, is_sequential = ways[way]
+        with tempfile.TemporaryDirectory() as out_dir:
+            timed[name] = sweep(args, out_dir, way_seeds, is_sequential)
+        print(f"{name} done", flush=True)
+    device = next(iter(timed.values()))["device"] if timed else args.accelerator
     print(f"\ndevice: {device}\n")
 
-    base = timed.get("sequential (run_sweep)")
+    base = timed.get("sequential (--sequential)")
     print("| way | members | s/epoch (median) | s/epoch per member | ratio to sequential, per member | wall s |")
     print("|---|---|---|---|---|---|")
     for name, way in timed.items():

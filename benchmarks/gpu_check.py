@@ -131,9 +131,9 @@ def sweeps(args, accelerator: str, where: str) -> None:
         def run_sequential():
             with tempfile.TemporaryDirectory() as out:
                 base = TrainConfig(epochs=args.epochs, data_dir=args.data_dir, logdir=f"{out}/runs", accelerator=accelerator,
-                                   limit_rows=args.limit_rows, echo=False)
+                                   limit_rows=args.limit_rows, echo=False, pictures=False)
                 started = time.perf_counter()
-                summary = run_sweep(base, LRS, ACTS, f"{out}/sweep")
+                summary = run_sweep(base, LRS, ACTS, f"{out}/sweep", sequential=True)
                 wall = time.perf_counter() - started
             per_epoch = sum(s["seconds_per_epoch"] for s in summary["settings"])
             row(f"sweep 6 settings x {args.epochs} epochs, run_sweep", where, per_epoch, f"s/epoch (sum of settings); wall {wall:.1f} s")

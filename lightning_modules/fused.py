@@ -480,6 +480,7 @@ def train_fused(
     logger=False,
     callbacks: Sequence = (),
     test: bool = True,
+    augment=None,
 ) -> dict:
     """Fit all members together on the Sign-MNIST splits (validation every epoch), then test.
 
@@ -488,7 +489,8 @@ def train_fused(
     ``members`` (:meth:`FusedMLPs.member_results` for each member, in order, each with the
     fused epoch time as ``seconds_per_epoch``), ``seconds_per_epoch`` (median training epoch,
     validation excluded, all members together), ``train_seconds`` (every epoch), ``total_seconds``
-    (fit and test) and ``device``.
+    (fit and test), ``device`` and ``datamodule``. ``augment`` (an ``AugmentConfig``) augments
+    the training batches, as ``train_mlp`` does.
     """
     import statistics
     import time
@@ -500,7 +502,7 @@ def train_fused(
     from lightning_modules.callbacks import EpochTimer
     from lightning_modules.training import device_description
 
-    datamodule = SignMNISTDataModule(data_dir, batch_size=batch_size, seed=data_seed, limit_rows=limit_rows)
+    datamodule = SignMNISTDataModule(data_dir, batch_size=batch_size, seed=data_seed, limit_rows=limit_rows, augment=augment)
     datamodule.prepare_data()
     datamodule.setup("fit")
     model = build_fused(members, datamodule.train_images, num_classes=datamodule.num_classes)
@@ -537,4 +539,6 @@ def train_fused(
         "train_seconds": list(timer.train_seconds),
         "total_seconds": total_seconds,
         "device": device_description(trainer),
+        "world_size": trainer.world_size,
+        "datamodule": datamodule,
     }

@@ -44,6 +44,7 @@ class TrainConfig:
     augment: float = 0.0  # strength of training-image augmentation: 0 none, 1 datamodules.augment's ranges
     pictures: bool = True  # TensorBoard pictures (confusion matrix, mistakes, projector) once at the end
     histograms: bool = False  # weight and gradient histograms every epoch
+    name: str | None = None  # the run folder under logdir/mlp (default: run_name(act, lr, augment))
 
 
 def format_lr(lr: float) -> str:
@@ -65,7 +66,7 @@ def run_name(act: str, lr: float, augment: float = 0.0, seed: int | None = None)
 _RUN_VERSION_ENV = "SIGN_MNIST_RUN_VERSION"
 
 
-def _free_version(root: Path, name: str) -> str:
+def free_version(root: Path, name: str) -> str:
     # Never write into an earlier run's folder: its events would mix with the new ones.
     version, n = name, 1
     while (root / version).exists():
@@ -112,7 +113,7 @@ def train_mlp(config: TrainConfig) -> dict:
     # passes it on through the environment so that all ranks agree).
     root = Path(config.logdir) / "mlp"
     inherited = os.environ.get(_RUN_VERSION_ENV) if "LOCAL_RANK" in os.environ else None
-    version = inherited or _free_version(root, run_name(config.act, config.lr, config.augment))
+    version = inherited or free_version(root, config.name or run_name(config.act, config.lr, config.augment))
     os.environ[_RUN_VERSION_ENV] = version
     try:
         return _fit_and_test(config, datamodule, model, version)
@@ -150,8 +151,8 @@ def _fit_and_test(config: TrainConfig, datamodule, model, version: str) -> dict:
             # Metrics are logged per epoch, so the per-step logging interval is irrelevant.
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
             warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning-internal
-            _interruptible(trainer.fit, watch, model, datamodule)
-            test_metrics = _interruptible(trainer.test, watch, model, datamodule, verbose=False)[0]
+            interruptible(trainer.fit, watch, model, datamodule)
+            test_metrics = interruptible(trainer.test, watch, model, datamodule, verbose=False)[0]
         return _write_results(config, datamodule, model, trainer, tensorboard, history, timer, checkpoint,
                               test_metrics, time.perf_counter() - started)
     except KeyboardInterrupt:
@@ -191,7 +192,7 @@ def _write_results(config, datamodule, model, trainer, tensorboard, history, tim
     }
     if trainer.is_global_zero:
         if config.pictures:
-            results["pictures"] = _write_pictures(config, datamodule, model, tensorboard)
+            results["pictures"] = write_run_pictures(config, datamodule, model, tensorboard)
         # Fill TensorBoard's HParams tab with the final numbers (not Lightning's -1 placeholder).
         tensorboard.log_hyperparams(
             {"lr": config.lr, "act": config.act, "epochs": config.epochs, "batch_size": config.batch_size,
@@ -207,7 +208,7 @@ def _write_results(config, datamodule, model, trainer, tensorboard, history, tim
     return results
 
 
-def _write_pictures(config: TrainConfig, datamodule, model, tensorboard) -> list[str]:
+def write_run_pictures(config: TrainConfig, datamodule, model, tensorboard) -> list[str]:
     """The end-of-training pictures in TensorBoard; the tags written."""
     arrays, augment = datamodule.arrays, None
     if datamodule.augment is not None:
@@ -221,7 +222,7 @@ def _write_pictures(config: TrainConfig, datamodule, model, tensorboard) -> list
                           augment=augment, seed=config.seed)
 
 
-def _interruptible(trainer_fn, watch: InterruptWatch, *args, **kwargs):
+def interruptible(trainer_fn, watch: InterruptWatch, *args, **kwargs):
     """Call ``trainer.fit``/``trainer.test``, turning Lightning's Ctrl-C exit into KeyboardInterrupt.
 
     On Ctrl-C Lightning tears down, logs "Detected KeyboardInterrupt", leaves SIGINT ignored and

@@ -152,6 +152,10 @@ def test_training_learns_the_synthetic_classes(synthetic_data_dir, tmp_path):
 
 def test_run_names_and_fresh_folders(synthetic_data_dir, tmp_path):
     assert run_name("relu", 1e-5) == "relu_lr1e-05"
+    # Settings that differ get folders that differ (a 1-digit format once gave 1.5e-3 and 2e-3 one name).
+    names = {run_name("relu", lr) for lr in (1e-3, 1.5e-3, 2e-3, 1.25e-3, 0.00125000001)}
+    assert len(names) == 5 and "relu_lr1.5e-03" in names
+    assert run_name("relu", 1e-3, augment=1.0, seed=23) == "relu_lr1e-03_aug1_seed23"
     config = TrainConfig(lr=1e-5, act="linear", epochs=1, data_dir=str(synthetic_data_dir), logdir=str(tmp_path), echo=False)
     first, second = train_mlp(config), train_mlp(config)
     assert first["log_dir"].endswith("mlp/linear_lr1e-05")

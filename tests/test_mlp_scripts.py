@@ -78,7 +78,68 @@ def test_sweep_script_writes_table_json_and_figure(synthetic_data_dir, tmp_path)
     table = (tmp_path / "sweep" / "summary.md").read_text()
     assert sum(line.startswith("| ") for line in table.splitlines()) == 5 and "Best learning rate" in table
     assert (tmp_path / "sweep" / "curves.png").stat().st_size > 10_000
-    assert sorted(p.name for p in (tmp_path / "runs" / "mlp").iterdir()) == ["linear_lr1e-03", "linear_lr1e-09", "relu_lr1e-03", "relu_lr1e-09"]
+    names = ["linear_lr1e-03", "linear_lr1e-09", "relu_lr1e-03", "relu_lr1e-09"]
+    assert sorted(p.name for p in (tmp_path / "runs" / "mlp").iterdir()) == names
+    assert sorted(summary["histories"]) == names  # keyed by the run folders' names
+    assert summary["config"]["way"] == "fused"
+
+
+def _results_by_run(logdir):
+    return {path.parent.name: json.loads(path.read_text()) for path in (logdir / "mlp").glob("*/results.json")}
+
+
+def test_fused_sweep_equals_the_sequential_one_and_writes_what_train_mlp_writes(synthetic_data_dir, tmp_path):
+    common = ["--lrs", "1e-3", "1e-4", "--acts", "relu", "linear", "--epochs", "2", "--data-dir", synthetic_data_dir,
+              "--quiet", "--no-pictures"]
+    for way, extra in (("fused", []), ("sequential", ["--sequential"])):
+        done = _run(SWEEP, *common, *extra, "--logdir", tmp_path / way, "--out", tmp_path / f"{way}-summary", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+    fused, sequential = _results_by_run(tmp_path / "fused"), _results_by_run(tmp_path / "sequential")
+    assert sorted(fused) == sorted(sequential) == ["linear_lr1e-03", "linear_lr1e-04", "relu_lr1e-03", "relu_lr1e-04"]
+    for name, alone in sequential.items():
+        member = fused[name]
+        assert set(member) - {"fused"} == set(alone)  # the same schema, plus where it sat in the fused model
+        assert (member["act"], member["lr"], member["seed"], member["params"]) == (alone["act"], alone["lr"], alone["seed"], alone["params"])
+        # Same initial weights, same batches: the same training up to float32 rounding.
+        assert member["test_loss"] == pytest.approx(alone["test_loss"], rel=1e-3, abs=1e-5)
+        for fused_row, alone_row in zip(member["history"], alone["history"], strict=True):
+            assert fused_row == pytest.approx(alone_row, rel=1e-3, abs=1e-5)
+        events = _scalars(tmp_path / "fused" / "mlp" / name)
+        expected = _scalars(tmp_path / "sequential" / "mlp" / name)
+        assert set(events.Tags()["scalars"]) == set(expected.Tags()["scalars"])
+        assert [s.step for s in events.Scalars("val/acc")] == [s.step for s in expected.Scalars("val/acc")]
+        assert events.PluginTagToContent("hparams")
+
+
+def test_sweep_over_seeds_reports_mean_and_spread(synthetic_data_dir, tmp_path):
+    done = _run(SWEEP, "--lrs", "1e-3", "--acts", "relu", "--seeds", "1", "2", "3", "--epochs", "1", "--data-dir",
+                synthetic_data_dir, "--logdir", tmp_path / "runs", "--out", tmp_path / "sweep", "--quiet", "--no-pictures",
+                cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    (setting,) = summary["settings"]
+    assert setting["seeds"] == [1, 2, 3] and setting["runs"] == ["relu_lr1e-03_seed1", "relu_lr1e-03_seed2", "relu_lr1e-03_seed3"]
+    accuracies = [run["test_acc"] for run in summary["runs"]]
+    assert setting["test_acc"] == pytest.approx(sum(accuracies) / 3)
+    assert setting["test_acc_std"] is not None and setting["test_acc_std"] >= 0
+    assert len({run["test_loss"] for run in summary["runs"]}) == 3  # other seeds, other initial weights
+    assert "mean ± sd over 3 seeds" in (tmp_path / "sweep" / "summary.md").read_text()
+
+
+def test_ctrl_c_during_a_fused_sweep_leaves_no_partial_runs(synthetic_data_dir, tmp_path):
+    from conftest import interrupt_script, leftover_temporary_files
+
+    code, _, stderr = interrupt_script(
+        SWEEP, "--epochs", "200", "--lrs", "1e-3", "1e-4", "--data-dir", synthetic_data_dir,
+        "--logdir", tmp_path / "runs", "--out", tmp_path / "sweep", cwd=tmp_path, after=r"^epoch 2/200 ",
+    )
+    assert code == 130, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"interrupted at epoch \d+/200 of the fused sweep \(4 settings\); nothing written for these runs", last), last
+    assert "Traceback" not in stderr
+    runs = tmp_path / "runs" / "mlp"
+    assert not runs.exists() or not any(runs.iterdir())  # no member's folder survives
+    assert not (tmp_path / "sweep").exists() and not leftover_temporary_files(tmp_path)
 
 
 @pytest.mark.parametrize(
