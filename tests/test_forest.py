@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 
@@ -31,6 +32,20 @@ def arrays():
     X, y = synthetic_arrays(240, seed=1)
     X_val, y_val = synthetic_arrays(120, seed=2)
     return X, y, X_val, y_val
+
+
+@contextlib.contextmanager
+def logged(caplog, level):
+    """Capture the sign_mnist_lab logger's lines at ``level`` into ``caplog``, whether or not a
+    script test turned its propagation off (the scripts show them on stderr)."""
+    from labkit.progress import logger
+
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(level, logger=logger.name):
+            yield
+    finally:
+        logger.removeHandler(caplog.handler)
 
 
 def grid(depths, **params):
@@ -104,18 +119,19 @@ def test_grid_resumes_from_a_half_finished_cache(arrays, tmp_path):
     ],
     ids=["truncated", "empty", "foreign-key", "missing-cells", "bad-value"],
 )
-def test_unusable_cache_file_is_ignored_and_rebuilt(arrays, tmp_path, capsys, damage):
+def test_unusable_cache_file_is_ignored_and_rebuilt(arrays, tmp_path, caplog, damage):
     X, y, X_val, y_val = arrays
     cache = tmp_path / "cache"
     first = grid([2, 4], cache_dir=cache, name="pca").fit(X, y, X_val, y_val)
     target = sorted(cache.glob("pca-depth002-*.json"))[0]
     target.write_text(damage(target.read_text()))
 
-    rebuilt = grid([2, 4], cache_dir=cache, name="pca").fit(X, y, X_val, y_val)
+    with logged(caplog, logging.WARNING):
+        rebuilt = grid([2, 4], cache_dir=cache, name="pca").fit(X, y, X_val, y_val)
     assert rebuilt.forests_grown_ == 1
     assert rebuilt.depths_from_cache_ == [4]
     assert rebuilt.cells_ == first.cells_
-    assert "ignoring unusable grid cache file" in capsys.readouterr().err
+    assert "ignoring unusable grid cache file" in caplog.text
     assert json.loads(target.read_text())["cells"] == first.cells_[: len(N_AXIS)]
 
 
@@ -130,15 +146,9 @@ def test_cache_is_not_reused_for_other_data_or_seed(arrays, tmp_path):
 
 
 def test_progress_lines_name_each_depth(arrays, caplog):
-    from labkit.progress import logger  # progress goes through logging (the scripts show it on stderr)
-
     X, y, X_val, y_val = arrays
-    logger.addHandler(caplog.handler)  # whether or not a script test turned propagation off
-    try:
-        with caplog.at_level(logging.INFO, logger=logger.name):
-            ForestGridSearch((2,), (2, 3), backend="sklearn", random_state=0, n_jobs=1, name="raw").fit(X, y, X_val, y_val)
-    finally:
-        logger.removeHandler(caplog.handler)
+    with logged(caplog, logging.INFO):
+        ForestGridSearch((2,), (2, 3), backend="sklearn", random_state=0, n_jobs=1, name="raw").fit(X, y, X_val, y_val)
     assert "[forests raw 1/2] max_depth=2" in caplog.text and "[forests raw 2/2] max_depth=3" in caplog.text
 
 
