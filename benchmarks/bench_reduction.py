@@ -25,12 +25,13 @@ import os
 import statistics
 import time
 
-os.environ.setdefault("SCIPY_ARRAY_API", "1")  # before SciPy loads: the mixture's GPU path needs it
+from reduction.backend import cuml_status, enable_scipy_array_api
+
+enable_scipy_array_api()  # before SciPy loads: the mixture's GPU path needs it
 
 import numpy as np  # noqa: E402
 
 from datamodules import REDUCTION_VAL_FRACTION, load_splits, reference_sample  # noqa: E402
-from reduction.backend import cuml_status  # noqa: E402
 
 STEPS = ("pca95", "rf_raw", "rf_pca", "tsne", "lle", "mds", "kmeans", "silhouette", "gmm25")
 KS = tuple(range(5, 41, 5))
@@ -40,7 +41,7 @@ class Study:
     """The inputs each step needs, computed once per backend outside the timed region."""
 
     def __init__(self, backend: str, seed: int = 22) -> None:
-        from reduction.pca import PCA
+        from reduction.estimators import PCA
 
         self.backend, self.seed = backend, seed
         arrays = load_splits(val_fraction=REDUCTION_VAL_FRACTION, seed=seed)
@@ -53,39 +54,39 @@ class Study:
         self.kmeans_labels: dict[int, np.ndarray] = {}
 
     def pca95(self):
-        from reduction.pca import PCA
+        from reduction.estimators import PCA
 
         model = PCA(0.95, backend=self.backend).fit(self.X)
         return model.place_, f"{model.n_components_} components"
 
     def rf_raw(self):
-        from reduction.forest import RandomForest
+        from reduction.estimators import RandomForest
 
         model = RandomForest(550, 45, backend=self.backend, random_state=self.seed).fit(self.X, self.y)
         return model.place_, "550 trees, depth 45"
 
     def rf_pca(self):
-        from reduction.forest import RandomForest
+        from reduction.estimators import RandomForest
 
         model = RandomForest(50, 15, backend=self.backend, random_state=self.seed).fit(self.X_pca, self.y)
         return model.place_, f"50 trees, depth 15, {self.X_pca.shape[1]} features"
 
     def tsne(self):
-        from reduction.embedding import TSNE
+        from reduction.estimators import TSNE
 
         model = TSNE(random_state=self.seed, backend=self.backend)
         model.fit(self.X)
         return model.place_, f"{len(self.X)} rows"
 
     def lle(self):
-        from reduction.embedding import LLE
+        from reduction.estimators import LLE
 
         model = LLE(n_neighbors=10, random_state=self.seed, backend=self.backend)
         model.fit(self.X)
         return model.place_, f"{len(self.X)} rows"
 
     def mds(self):
-        from reduction.embedding import MDS
+        from reduction.estimators import MDS
 
         rows = self.X[reference_sample(len(self.X), 5000, self.seed)]
         model = MDS(random_state=self.seed, backend=self.backend)
@@ -93,7 +94,7 @@ class Study:
         return model.place_, "5000 rows"
 
     def kmeans(self):
-        from reduction.clustering import KMeans
+        from reduction.estimators import KMeans
 
         place = ""
         for k in KS:
@@ -103,7 +104,8 @@ class Study:
         return place, f"k={KS[0]}..{KS[-1]}, {self.cluster_X.shape}"
 
     def silhouette(self):
-        from reduction.clustering import KMeans, silhouette
+        from reduction.estimators import KMeans
+        from reduction.estimators.clustering import silhouette
 
         place = ""
         for k in KS:
@@ -114,7 +116,7 @@ class Study:
         return place, f"{len(KS)} labelings of {len(self.cluster_X)} rows"
 
     def gmm25(self):
-        from reduction.clustering import GaussianMixture
+        from reduction.estimators import GaussianMixture
 
         model = GaussianMixture(25, n_init=10, random_state=42, backend=self.backend).fit(self.cluster_X)
         return model.place_, "k=25, n_init 10"

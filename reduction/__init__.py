@@ -1,27 +1,39 @@
 """The unsupervised half of the study: PCA, random forests, 2-D maps, clustering.
 
-The seven estimators (:mod:`reduction.estimators`) are scikit-learn estimators that run on RAPIDS
-cuML (GPU) or scikit-learn (CPU), as ``reduction.backend`` decides; the ``*_study`` modules are
-the procedures behind ``scripts/``.
+* :mod:`reduction.backend`: where each algorithm runs (cuML on a GPU, scikit-learn on the CPU).
+* :mod:`reduction.estimators`: the seven estimators, as scikit-learn estimators on either backend.
+* :mod:`reduction.forest_grid`: the resumable random-forest grid search.
+* :mod:`reduction.cluster_sweeps`: K-Means and Gaussian-mixture sweeps over k, k rules, purity.
+* :mod:`reduction.scores`: classification metrics, trustworthiness and k-NN accuracy of maps.
+* the ``*_study`` modules: the procedures behind ``scripts/``.
+
+The names below are loaded on first use, so that ``import reduction.backend`` stays light (it
+imports neither scikit-learn nor SciPy; see :func:`reduction.backend.enable_scipy_array_api`).
 """
 
-from reduction.backend import BACKEND_CHOICES, Backend, BackendError, select_backend
-from reduction.estimators import LLE, MDS, PCA, TSNE, GaussianMixture, KMeans, RandomForest
-from reduction.estimators.clustering import silhouette
-from reduction.forest import ForestGridSearch
+import importlib
 
-__all__ = [
-    "BACKEND_CHOICES",
-    "Backend",
-    "BackendError",
-    "ForestGridSearch",
-    "GaussianMixture",
-    "KMeans",
-    "LLE",
-    "MDS",
-    "PCA",
-    "RandomForest",
-    "TSNE",
-    "select_backend",
-    "silhouette",
-]
+_WHERE = {
+    "BACKEND_CHOICES": "reduction.backend",
+    "Backend": "reduction.backend",
+    "BackendError": "reduction.backend",
+    "select_backend": "reduction.backend",
+    "ForestGridSearch": "reduction.forest_grid",
+    "GaussianMixture": "reduction.estimators",
+    "KMeans": "reduction.estimators",
+    "LLE": "reduction.estimators",
+    "MDS": "reduction.estimators",
+    "PCA": "reduction.estimators",
+    "RandomForest": "reduction.estimators",
+    "TSNE": "reduction.estimators",
+    "silhouette": "reduction.estimators.clustering",
+}
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'reduction' has no attribute {name!r}")
+
+
+__all__ = sorted(_WHERE)

@@ -5,12 +5,18 @@ backend; ``implementation(algorithm, backend)`` returns the class or function to
 place it actually runs, following the table ``IMPLEMENTATIONS``. cuML 26.x lacks some of the
 study's algorithms (GaussianMixture, LLE, MDS); for those the GPU backend falls back along the
 row of the table (scikit-learn's Array API dispatch on torch CUDA tensors where scikit-learn
-supports it, else scikit-learn on the CPU) and says so once.
+supports it, else scikit-learn on the CPU) and says so once. That Array API path needs SciPy's
+own Array API support switched on before SciPy is first imported: :func:`enable_scipy_array_api`,
+the one place that does it (scripts/cluster.py calls it before its other imports).
+
+Importing this module imports neither scikit-learn nor SciPy (``reduction/__init__`` loads its
+names lazily), so it can be imported first.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -43,6 +49,17 @@ IMPLEMENTATIONS: dict[str, dict[str, str]] = {
 }
 # The places each backend may use, best first.
 PLACES = {"cuml": ("cuml", "sklearn-cuda", "sklearn"), "sklearn": ("sklearn",)}
+
+
+def enable_scipy_array_api() -> None:
+    """Switch on SciPy's Array API support (``SCIPY_ARRAY_API=1``) unless the environment says otherwise.
+
+    scikit-learn's Array API dispatch (the Gaussian mixture on a CUDA device) needs it, and SciPy
+    reads the variable once, when it is first imported: call this before anything imports SciPy
+    (scikit-learn, and so ``datamodules``, do). Without it the mixture runs on the CPU and says so
+    (:func:`reduction.estimators.clustering.array_api_problem`).
+    """
+    os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 
 class BackendError(RuntimeError):

@@ -12,7 +12,7 @@ axes, and the mixture's generated rows map back to pixels through the same PCA.
 4. K-Means for every k of ``ks`` (5..40 step 5), ``init="random"``, ``n_init=50``,
    ``random_state=42``; inertia and mean silhouette (on all sample rows) per k. A stated rule
    picks k (``k_rule``: "silhouette", the highest mean silhouette, by default; or "elbow", see
-   :data:`reduction.clustering.KMEANS_K_RULES`). For the chosen k: the first 20 images of each
+   :data:`reduction.cluster_sweeps.KMEANS_K_RULES`). For the chosen k: the first 20 images of each
    cluster with their true letters, and how pure the clusters are (ARI, NMI, majority-letter
    purity, per-cluster majority letter and share).
 5. Gaussian mixtures (full covariances, scikit-learn's defaults, ``n_init=10``,
@@ -33,12 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from labkit.progress import report, stage
-from reduction.clustering import (
-    ARRAY_API_INIT_PARAMS,
+from reduction.cluster_sweeps import (
     BIC_RULE,
-    EMULATED_INIT_PARAMS,
     KMEANS_K_RULES,
-    MixtureFitError,
     check_ks,
     cluster_purity,
     first_members,
@@ -46,6 +43,7 @@ from reduction.clustering import (
     kmeans_sweep,
     mixture_sweep,
 )
+from reduction.estimators.clustering import ARRAY_API_INIT_PARAMS, EMULATED_INIT_PARAMS, MixtureFitError
 
 VARIANCE_TARGET = 0.95
 IMAGES_PER_CLUSTER = 20
@@ -123,7 +121,7 @@ def run_cluster_study(
     from datamodules import REDUCTION_VAL_FRACTION, letter, load_splits, reference_sample
     from labkit.errors import SettingsError
     from reduction.backend import select_backend
-    from reduction.pca import PCA
+    from reduction.estimators import PCA
 
     out_dir = Path(out_dir)
     chosen_backend = select_backend(backend)  # BackendError (one line) before any work

@@ -166,8 +166,7 @@ def thumbnail_figure(embedding, images, labels, path, title: str, per_axis: int 
 
 def fit_map(method: str, X: np.ndarray, profile: Profile, backend: str, seed: int):
     """Fit one map; (embedding [N, 2], fitted estimator, method-specific details)."""
-    from reduction.embedding import LLE, MDS, TSNE
-    from reduction.pca import PCA
+    from reduction.estimators import LLE, MDS, PCA, TSNE
 
     if method == "pca":
         estimator = PCA(n_components=2, backend=backend, random_state=seed)
@@ -224,7 +223,7 @@ def run_embed_study(
     from labkit.progress import Progress, report, stage
     from datamodules.splits import REDUCTION_VAL_FRACTION, load_splits
     from reduction.backend import select_backend
-    from reduction.embedding import knn_accuracy, trustworthiness_on_sample
+    from reduction.scores import knn_accuracy, trustworthiness_on_sample
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:

@@ -26,15 +26,9 @@ import numpy as np
 
 from labkit.progress import report, stage
 from reduction.backend import select_backend
-from reduction.forest import (
-    PREFIX_PLACES,
-    ForestGridSearch,
-    RandomForest,
-    classification_metrics,
-    grid_axis,
-    grid_matrix,
-)
-from reduction.pca import PCA
+from reduction.estimators import PCA, RandomForest
+from reduction.forest_grid import PREFIX_PLACES, ForestGridSearch, grid_axis, grid_matrix
+from reduction.scores import classification_metrics
 
 VARIANCE_TARGET = 0.95
 N_SAMPLE_IMAGES = 10

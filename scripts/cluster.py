@@ -8,17 +8,17 @@ Writes results.json and PNG figures in --out.
 
 from __future__ import annotations
 
-import os
+from reduction.backend import enable_scipy_array_api
 
-# scikit-learn's Array API dispatch (the Gaussian mixture on the GPU) needs SciPy's own Array API
-# support, which SciPy reads once, when it is first imported: set it before anything imports it.
-os.environ.setdefault("SCIPY_ARRAY_API", "1")
+# The Gaussian mixture on the GPU needs SciPy's Array API support, which SciPy reads once, when
+# it is first imported: switched on before anything imports it (cli_kit's imports do).
+enable_scipy_array_api()
 
 import dataclasses  # noqa: E402
 import sys  # noqa: E402
 
 from cli_kit import ArgumentParser, UsageError, add_study_arguments, int_list, parsed_by, positive_int, run_main, write_json  # noqa: E402
-from reduction.clustering import check_ks  # noqa: E402
+from reduction.cluster_sweeps import check_ks  # noqa: E402
 
 
 def parse_k_list(text: str) -> tuple[int, ...]:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from cli_kit import ArgumentParser, UsageError, add_study_arguments, int_list, parsed_by, positive_int, run_main, write_json
-from reduction.forest import grid_axis
+from reduction.forest_grid import grid_axis
 
 
 def parse_grid_axis(text: str) -> tuple[int, ...]:

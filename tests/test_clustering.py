@@ -15,9 +15,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, requires_cuda, requires_cuml
 
-from reduction.clustering import (
-    GaussianMixture,
-    KMeans,
+from reduction.cluster_sweeps import (
     check_ks,
     cluster_purity,
     first_members,
@@ -27,6 +25,7 @@ from reduction.clustering import (
     kmeans_sweep,
     mixture_sweep,
 )
+from reduction.estimators import GaussianMixture, KMeans
 
 TRUE_K = 4
 
@@ -185,7 +184,7 @@ def test_mixture_is_deterministic_and_samples(blobs):
 def test_generated_images_shape_and_range():
     from datamodules.synthetic import synthetic_arrays
     from reduction.cluster_study import generate_images
-    from reduction.pca import PCA
+    from reduction.estimators import PCA
 
     images, _ = synthetic_arrays(200, seed=1)
     pca = PCA(20, backend="sklearn", random_state=0).fit(images)
@@ -197,9 +196,12 @@ def test_generated_images_shape_and_range():
 
 
 _ARRAY_API_CHECK = """
+from reduction.backend import enable_scipy_array_api
+
+enable_scipy_array_api()  # before SciPy loads, as scripts/cluster.py does
 import numpy as np
 from sklearn.datasets import make_blobs
-from reduction.clustering import GaussianMixture, array_api_problem
+from reduction.estimators.clustering import GaussianMixture, array_api_problem
 
 assert array_api_problem() is None, array_api_problem()
 X, _ = make_blobs(300, n_features=4, centers=3, random_state=1)
@@ -217,8 +219,10 @@ print("ok")
 
 
 def _run_array_api_check(device: str, place: str) -> None:
-    # SCIPY_ARRAY_API must be set before SciPy is imported, hence a fresh interpreter.
-    env = {**os.environ, "SCIPY_ARRAY_API": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    # SCIPY_ARRAY_API must be set before SciPy is imported, hence a fresh interpreter, which
+    # sets it with reduction.backend.enable_scipy_array_api.
+    env = {name: value for name, value in os.environ.items() if name != "SCIPY_ARRAY_API"}
+    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
     code = f"DEVICE = {device!r}\nPLACE = {place!r}\n" + textwrap.dedent(_ARRAY_API_CHECK)
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

@@ -1,4 +1,5 @@
-"""The 2-D map estimators (reduction.embedding) and the study's pieces (reduction.embed_study)."""
+"""The 2-D map estimators (reduction.estimators.embedding), their scores (reduction.scores) and the
+study's pieces (reduction.embed_study)."""
 
 from __future__ import annotations
 
@@ -20,19 +21,18 @@ from reduction.embed_study import (
     place_thumbnails,
     thumbnail_figure,
 )
-from reduction.embedding import (
+from reduction.estimators.embedding import (
     LLE,
     MDS,
     REFERENCE_MDS,
     TSNE,
     cuml_tsne_kwargs,
     iteration_parameter_name,
-    knn_accuracy,
     reference_mds_eps,
     sklearn_auto_learning_rate,
     sklearn_mds_kwargs,
-    trustworthiness_on_sample,
 )
+from reduction.scores import knn_accuracy, sample_positions, trustworthiness_on_sample
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -208,6 +208,12 @@ def test_trustworthiness_and_knn_accuracy():
     separated = np.column_stack([centres, np.zeros(120)]) + rng.normal(size=(120, 2))
     assert knn_accuracy(separated, labels, seed=0) == 1.0
     assert knn_accuracy(separated[:41], labels[:41]) is None  # one row of class 1: no 2 folds
+
+
+def test_sample_positions_are_sorted_distinct_and_all_when_asked_for_more():
+    rows = sample_positions(100, 30, seed=4)
+    assert len(rows) == len(set(rows.tolist())) == 30 and np.all(np.diff(rows) > 0) and rows.max() < 100
+    np.testing.assert_array_equal(sample_positions(10, 30, seed=4), np.arange(10))
 
 
 # ----------------------------------------------------------------------------- study pieces

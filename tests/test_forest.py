@@ -1,4 +1,4 @@
-"""reduction.forest: the prefix trick, the resumable grid cache, best-cell choice, the GPU path."""
+"""reduction.forest_grid: the prefix trick, the resumable grid cache, best-cell choice, the GPU path."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from conftest import requires_cuml
 from sklearn.ensemble import RandomForestClassifier
 
 from datamodules.synthetic import synthetic_arrays
-from reduction.forest import (
+from reduction.estimators import RandomForest
+from reduction.forest_grid import (
     METRICS,
     ForestGridSearch,
-    RandomForest,
     best_cell,
-    classification_metrics,
     grid_axis,
     grid_matrix,
     prefix_predictions,
 )
+from reduction.scores import classification_metrics
 
 N_AXIS = (2, 5, 9)
 
@@ -226,7 +226,7 @@ class CumlLikeForest:
 
 def test_cuml_conventions_and_one_forest_per_cell(arrays, monkeypatch):
     import reduction.estimators.forest as estimator_module
-    import reduction.forest as forest_module
+    import reduction.forest_grid as forest_module
 
     X, y, X_val, y_val = arrays
     cuml_like = lambda algorithm, backend: (CumlLikeForest, "cuml")  # noqa: E731

@@ -8,7 +8,7 @@ from conftest import requires_cuml
 from sklearn.decomposition import PCA as SklearnPCA
 
 from datamodules.synthetic import synthetic_arrays
-from reduction.pca import PCA
+from reduction.estimators import PCA
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")

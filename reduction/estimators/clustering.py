@@ -17,7 +17,8 @@ scikit-learn object) and ``place_``, where the fit ran ("cuml", "sklearn-cuda" o
   use, the start's weights, means and precisions are computed from those labels as scikit-learn
   computes them, and EM runs on the device from there; the start with the highest lower bound
   wins (the first on ties), as in scikit-learn. Array API dispatch also needs the environment
-  variable ``SCIPY_ARRAY_API=1`` set before SciPy is first imported (scripts/cluster.py sets it);
+  variable ``SCIPY_ARRAY_API=1`` set before SciPy is first imported
+  (:func:`reduction.backend.enable_scipy_array_api`, which scripts/cluster.py calls first);
   without it the mixture runs on the CPU and says so.
 * :func:`silhouette` runs ``cuml.metrics.cluster.silhouette_score`` or scikit-learn's.
 """

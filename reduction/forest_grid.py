@@ -1,19 +1,20 @@
-"""A resumable grid search of random forests over trees x depth.
+"""A resumable grid search of random forests over trees x depth, and helpers for its grids.
 
-``RandomForest`` is one estimator for both backends; it lives in
-:mod:`reduction.estimators.forest` and is re-exported here. ``ForestGridSearch`` scores every
-(n_estimators, max_depth) cell of a grid on held-out validation rows.
+``ForestGridSearch`` scores every (n_estimators, max_depth) cell of a grid on held-out
+validation rows with :class:`reduction.estimators.RandomForest`; :func:`best_cell`,
+:func:`grid_matrix` and :func:`grid_axis` choose, lay out and validate the cells.
 
 Why the grid is cheap on scikit-learn: a scikit-learn forest draws one seed per tree, in order,
 from ``random_state``, so with the same settings and ``random_state`` the forest of k trees is
 exactly the first k trees of the forest of K > k trees. The search therefore grows only the
-largest forest per depth and scores each smaller cell on a prefix of its trees, summing the
-trees' class probabilities in tree order, as ``RandomForestClassifier.predict_proba`` does.
-cuML grows its trees on the GPU with its own seeding, so there every cell is a forest of its own.
+largest forest per depth and scores each smaller cell on a prefix of its trees
+(:func:`prefix_predictions`), summing the trees' class probabilities in tree order, as
+``RandomForestClassifier.predict_proba`` does. cuML grows its trees on the GPU with its own
+seeding, so there every cell is a forest of its own.
 
-Finished depths are cached on disk (one small JSON file per depth, keyed by a fingerprint of the
-data, the n_estimators axis and every setting that changes the result) so that an interrupted or
-repeated search picks up where it stopped.
+Finished depths are cached on disk (:class:`GridCache`: one small JSON file per depth, keyed by
+a fingerprint of the data, the n_estimators axis and every setting that changes the result) so
+that an interrupted or repeated search picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -32,27 +33,13 @@ from labkit.files import atomic_path
 from labkit.progress import Progress, note, stage
 from reduction.backend import implementation, select_backend
 from reduction.estimators.forest import RandomForest
+from reduction.scores import classification_metrics
 
 METRICS = ("accuracy", "precision", "recall", "f1")
 # Places whose forests are prefixes of larger forests with the same seed (see the module doc).
 PREFIX_PLACES = frozenset({"sklearn"})
 # Bump when the cache payload or the way cells are scored changes, so old files are ignored.
 CACHE_FORMAT = 1
-
-
-def classification_metrics(y_true, y_pred) -> dict[str, float]:
-    """Accuracy and weighted precision, recall and F1 (classes absent from both count as 0)."""
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
-
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, average="weighted", zero_division=0
-    )
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "precision": float(precision),
-        "recall": float(recall),
-        "f1": float(f1),
-    }
 
 
 def prefix_predictions(forest, X, sizes, n_jobs=-1) -> dict[int, np.ndarray]:
@@ -209,7 +196,6 @@ class ForestGridSearch:
         self.progress = progress
 
     def fit(self, X, y, X_val, y_val) -> "ForestGridSearch":
-
         n_axis = grid_axis(self.n_estimators_grid, "n_estimators grid")
         depth_axis = grid_axis(self.max_depth_grid, "max_depth grid")
         factory, self.place_ = implementation("random_forest", select_backend(self.backend))
@@ -223,32 +209,36 @@ class ForestGridSearch:
         self.cells_, self.depth_seconds_, self.depths_from_cache_ = [], {}, []
         self.forests_grown_ = 0
         for depth in depth_axis:
-            payload = None
-            if cache:
-                key = self._depth_key(data_key, n_axis, depth, factory)
-                path = cache.path(self.name, depth, key)
-                payload = cache.load(path, key, n_axis)
-            if payload is not None:
-                self.depths_from_cache_.append(depth)
-            else:
-                start = time.perf_counter()
-                score = self._score_prefixes if self.place_ in PREFIX_PLACES else self._score_each
-                with stage(f"at depth {depth}"):
-                    cells = score(X, y, X_val, y_val, n_axis, depth)
-                payload = {"cells": cells, "seconds": time.perf_counter() - start}
-                if cache:
-                    cache.store(path, {"format": CACHE_FORMAT, "key": key, "name": self.name, "max_depth": depth, **payload})
-            self.cells_.extend(payload["cells"])
-            self.depth_seconds_[depth] = payload["seconds"]
-            if progress:
-                best = best_cell(payload["cells"])
-                source = "from cache" if depth in self.depths_from_cache_ else f"{payload['seconds']:.1f} s"
-                progress.step(
-                    f"max_depth={depth}: best validation accuracy {best['val_accuracy']:.4f} "
-                    f"at n_estimators={best['n_estimators']} ({source})"
-                )
+            # The whole depth, cache look-up, store and report included: Ctrl-C anywhere names it.
+            with stage(f"at depth {depth}"):
+                payload = self._depth(cache, data_key, factory, X, y, X_val, y_val, n_axis, depth)
+                self.cells_.extend(payload["cells"])
+                self.depth_seconds_[depth] = payload["seconds"]
+                if progress:
+                    best = best_cell(payload["cells"])
+                    source = "from cache" if depth in self.depths_from_cache_ else f"{payload['seconds']:.1f} s"
+                    progress.step(
+                        f"max_depth={depth}: best validation accuracy {best['val_accuracy']:.4f} "
+                        f"at n_estimators={best['n_estimators']} ({source})"
+                    )
         self.best_ = best_cell(self.cells_)
         return self
+
+    def _depth(self, cache, data_key, factory, X, y, X_val, y_val, n_axis, depth) -> dict:
+        """One depth's cells and seconds: from the cache when it has them, else grown (and stored)."""
+        if cache:
+            key = self._depth_key(data_key, n_axis, depth, factory)
+            path = cache.path(self.name, depth, key)
+            payload = cache.load(path, key, n_axis)
+            if payload is not None:
+                self.depths_from_cache_.append(depth)
+                return payload
+        start = time.perf_counter()
+        score = self._score_prefixes if self.place_ in PREFIX_PLACES else self._score_each
+        payload = {"cells": score(X, y, X_val, y_val, n_axis, depth), "seconds": time.perf_counter() - start}
+        if cache:
+            cache.store(path, {"format": CACHE_FORMAT, "key": key, "name": self.name, "max_depth": depth, **payload})
+        return payload
 
     def _forest(self, n_estimators, depth) -> RandomForest:
         return RandomForest(n_estimators, depth, backend=self.backend, random_state=self.random_state, n_jobs=self.n_jobs)

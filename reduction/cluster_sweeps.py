@@ -1,12 +1,13 @@
-"""K-Means and Gaussian-mixture sweeps over k, k-choice rules, purity.
+"""K-Means and Gaussian-mixture sweeps over k, the rules that pick k, and clusters against labels.
 
-The estimators (:class:`KMeans`, :class:`GaussianMixture`), :func:`silhouette` and the mixture's
-helpers live in :mod:`reduction.estimators.clustering` and are re-exported here.
+The estimators (:class:`~reduction.estimators.KMeans`, :class:`~reduction.estimators.GaussianMixture`)
+and :func:`~reduction.estimators.clustering.silhouette` live in :mod:`reduction.estimators.clustering`.
 
 * :func:`kmeans_sweep` / :func:`mixture_sweep` fit one model per k with progress lines.
 * k-choice rules are pure functions: :func:`k_by_best_silhouette`, :func:`k_by_elbow`,
   :func:`k_by_lowest` (lowest BIC); :data:`KMEANS_K_RULES` names the K-Means ones.
-* :func:`cluster_purity`: ARI, NMI and majority-label purity against true labels.
+* :func:`cluster_purity`: ARI, NMI and majority-label purity against true labels;
+  :func:`first_members`: the first rows of each cluster (for image grids).
 """
 
 from __future__ import annotations
@@ -16,17 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from reduction.estimators.clustering import (  # noqa: F401  (re-exported for importers)
-    ARRAY_API_INIT_PARAMS,
-    EMULATED_INIT_PARAMS,
-    GaussianMixture,
-    KMeans,
-    MixtureFitError,
-    _check_n_clusters,
-    array_api_problem,
-    kmeans_start,
-    silhouette,
-)
+from labkit.progress import Progress
+from reduction.estimators.clustering import GaussianMixture, KMeans, MixtureFitError, silhouette
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,8 +74,6 @@ def kmeans_sweep(
     with_silhouette=True, progress=False,
 ) -> KMeansSweep:
     """Fit ``KMeans`` for every k; inertia and silhouette (on all rows) per k."""
-    from labkit.progress import Progress
-
     X = np.ascontiguousarray(X, dtype=np.float32)
     ks = check_ks(ks, len(X))
     bar = Progress(len(ks), "k-means") if progress else None
@@ -111,9 +101,10 @@ def mixture_sweep(
     X, ks, *, n_init=10, max_iter=100, tol=1e-3, reg_covar=1e-6, init_params="kmeans", covariance_type="full",
     random_state=None, backend="auto", progress=False,
 ) -> MixtureSweep:
-    """Fit a ``GaussianMixture`` for every k; AIC and BIC on the fitted rows per k."""
-    from labkit.progress import Progress
+    """Fit a ``GaussianMixture`` for every k; AIC and BIC on the fitted rows per k.
 
+    A fit that fails for an ill-defined covariance raises :class:`MixtureFitError` naming k.
+    """
     X = np.ascontiguousarray(X, dtype=np.float64)
     ks = check_ks(ks, len(X))
     bar = Progress(len(ks), "gaussian mixture") if progress else None

@@ -1,31 +1,29 @@
-"""Scores of the 2-D maps; the map estimators are re-exported from :mod:`reduction.estimators.embedding`.
+"""Scores of the studies' results: classification metrics, and how good a 2-D map is.
 
-t-SNE, LLE and MDS (and their parameter helpers) live in :mod:`reduction.estimators.embedding`.
-Two numbers compare the maps: :func:`trustworthiness_on_sample` (are the map's neighbours
-neighbours in pixel space?) and :func:`knn_accuracy` (how well do the letters separate in 2-D?).
+* :func:`classification_metrics`: accuracy and weighted precision, recall and F1.
+* :func:`trustworthiness_on_sample`: are the map's neighbours neighbours in pixel space?
+* :func:`knn_accuracy`: how well do the letters separate in 2-D?
+* :func:`sample_positions`: the row sample :func:`trustworthiness_on_sample` scores.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from reduction.estimators.embedding import (  # noqa: F401  (re-exported for importers)
-    CUML_LEARNING_RATE_FACTOR,
-    LLE,
-    MDS,
-    REFERENCE_MDS,
-    TSNE,
-    TSNE_EXPLORATION_ITER,
-    TSNE_POST_MOMENTUM,
-    TSNE_PRE_MOMENTUM,
-    cuml_tsne_kwargs,
-    iteration_parameter_name,
-    reference_mds_eps,
-    sklearn_auto_learning_rate,
-    sklearn_mds_kwargs,
-    sklearn_tsne_kwargs,
-    tsne_n_neighbors,
-)
+
+def classification_metrics(y_true, y_pred) -> dict[str, float]:
+    """Accuracy and weighted precision, recall and F1 (classes absent from both count as 0)."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, average="weighted", zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+    }
 
 
 def sample_positions(n_rows: int, n: int, seed: int) -> np.ndarray:
