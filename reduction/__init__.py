@@ -5,7 +5,7 @@
 * :mod:`reduction.forest_grid`: the resumable random-forest grid search.
 * :mod:`reduction.cluster_sweeps`: K-Means and Gaussian-mixture sweeps over k, k rules, purity.
 * :mod:`reduction.scores`: classification metrics, trustworthiness and k-NN accuracy of maps.
-* the ``*_study`` modules: the procedures behind ``scripts/``.
+* :mod:`reduction.studies`: the three studies behind ``scripts/`` (pca_forest, embed, cluster).
 
 The names below are loaded on first use, so that ``import reduction.backend`` stays light (it
 imports neither scikit-learn nor SciPy; see :func:`reduction.backend.enable_scipy_array_api`).

@@ -14,10 +14,10 @@ from reduction.backend import enable_scipy_array_api
 # it is first imported: switched on before anything imports it (cli_kit's imports do).
 enable_scipy_array_api()
 
-import dataclasses  # noqa: E402
+import logging  # noqa: E402
 import sys  # noqa: E402
 
-from cli_kit import ArgumentParser, UsageError, add_study_arguments, int_list, parsed_by, positive_int, run_main, write_json  # noqa: E402
+from cli_kit import ArgumentParser, add_study_arguments, configure_logging, int_list, parsed_by, positive_int, run_main, write_json  # noqa: E402,E501
 from reduction.cluster_sweeps import check_ks  # noqa: E402
 
 
@@ -61,39 +61,29 @@ def build_parser() -> ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    from reduction.cluster_study import FULL_PROFILE, QUICK_PROFILE, run_cluster_study, summary_lines
+    from datamodules import REDUCTION_VAL_FRACTION, load_splits
+    from reduction.backend import select_backend
+    from reduction.studies import cluster
+    from reduction.studies.common import customized
 
-    profile = QUICK_PROFILE if args.quick else FULL_PROFILE
-    overrides = {
-        field: value
-        for field, value in (
-            ("ks", args.k),
-            ("sample_size", args.sample_size),
-            ("kmeans_n_init", args.kmeans_n_init),
-            ("gmm_n_init", args.gmm_n_init),
-            ("k_rule", args.k_rule),
-            ("gmm_init_params", args.gmm_init),
-        )
-        if value is not None
-    }
-    if overrides:
-        try:
-            profile = dataclasses.replace(profile, name=f"{profile.name}, custom", **overrides)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-
-    results = run_cluster_study(
-        out_dir=args.out,
-        data_dir=args.data_dir,
-        backend=args.backend,
-        seed=args.seed,
-        cluster_seed=args.cluster_seed,
-        profile=profile,
-        progress=not args.quiet,
+    profile = customized(
+        cluster.QUICK if args.quick else cluster.FULL,
+        ks=args.k,
+        sample_size=args.sample_size,
+        kmeans_n_init=args.kmeans_n_init,
+        gmm_n_init=args.gmm_n_init,
+        k_rule=args.k_rule,
+        gmm_init_params=args.gmm_init,
     )
+    if args.quiet:
+        configure_logging(logging.WARNING)  # notes only, no progress lines
+
+    select_backend(args.backend)  # a backend that cannot run here fails before the data are loaded
+    data = load_splits(args.data_dir, val_fraction=REDUCTION_VAL_FRACTION, seed=args.seed)
+    results = cluster.run(profile, data, args.out, args.backend, seed=args.seed, cluster_seed=args.cluster_seed)
     results["command"] = ["cluster.py", *(sys.argv[1:] if argv is None else argv)]
     path = write_json(args.out / "results.json", results)
-    print("\n".join(summary_lines(results)))
+    print("\n".join(cluster.summary_lines(results)))
     print(f"results: {path}")
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 
 from cli_kit import ArgumentParser, add_study_arguments, run_main, write_json
-from reduction.embed_study import METHODS, format_summary, run_embed_study
+from reduction.studies.embed import METHODS
 
 
 def method_list(text: str) -> list[str]:
@@ -54,12 +54,19 @@ def build_parser() -> ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from datamodules import REDUCTION_VAL_FRACTION, load_splits
+    from reduction.backend import select_backend
+    from reduction.studies import embed
+
+    profile = embed.QUICK if args.quick else embed.FULL
     methods = [name for group in args.methods for name in group]
-    results = run_embed_study(
-        data_dir=args.data_dir, out_dir=args.out, backend=args.backend, seed=args.seed, quick=args.quick, methods=methods
-    )
+
+    select_backend(args.backend)  # a backend that cannot run here fails before the data are loaded
+    data = load_splits(args.data_dir, val_fraction=REDUCTION_VAL_FRACTION, seed=args.seed)
+    results = embed.run(profile, data, args.out, args.backend, seed=args.seed, methods=methods)
+    results["command"] = ["embed.py", *(sys.argv[1:] if argv is None else argv)]
     path = write_json(args.out / "results.json", results)
-    print(format_summary(results))
+    print("\n".join(embed.summary_lines(results)))
     print(f"figures and {path.name} in {args.out}")
     return 0
 

@@ -10,11 +10,12 @@ an interrupted run started again resumes.
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 import sys
 from pathlib import Path
 
-from cli_kit import ArgumentParser, UsageError, add_study_arguments, int_list, parsed_by, positive_int, run_main, write_json
+from cli_kit import (ArgumentParser, UsageError, add_study_arguments, configure_logging, int_list, parsed_by,
+                     positive_int, run_main, write_json)
 from reduction.forest_grid import grid_axis
 
 
@@ -53,39 +54,31 @@ def build_parser() -> ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    from reduction.pca_forest_study import FULL_PROFILE, QUICK_PROFILE, run_pca_forest_study, summary_lines
+    from datamodules import REDUCTION_VAL_FRACTION, load_splits
+    from reduction.backend import select_backend
+    from reduction.studies import pca_forest
+    from reduction.studies.common import customized
 
     if args.no_cache and args.cache_dir is not None:
         raise UsageError("--cache-dir and --no-cache contradict each other")
-    profile = QUICK_PROFILE if args.quick else FULL_PROFILE
-    overrides = {
-        field: value
-        for field, value in (
-            ("raw_n_estimators", args.raw_trees),
-            ("raw_max_depth", args.raw_depths),
-            ("pca_n_estimators", args.pca_trees),
-            ("pca_max_depth", args.pca_depths),
-            ("forest_train_rows", args.forest_rows),
-        )
-        if value is not None
-    }
-    if overrides:
-        profile = dataclasses.replace(profile, name=f"{profile.name}, custom", **overrides)
-    cache_dir = None if args.no_cache else (args.cache_dir or args.out / "grid_cache")
-
-    results = run_pca_forest_study(
-        out_dir=args.out,
-        data_dir=args.data_dir,
-        backend=args.backend,
-        seed=args.seed,
-        profile=profile,
-        cache_dir=cache_dir,
-        limit_rows=args.limit_rows,
-        progress=not args.quiet,
+    profile = customized(
+        pca_forest.QUICK if args.quick else pca_forest.FULL,
+        raw_n_estimators=args.raw_trees,
+        raw_max_depth=args.raw_depths,
+        pca_n_estimators=args.pca_trees,
+        pca_max_depth=args.pca_depths,
+        forest_train_rows=args.forest_rows,
     )
+    cache_dir = None if args.no_cache else (args.cache_dir or args.out / "grid_cache")
+    if args.quiet:
+        configure_logging(logging.WARNING)  # notes only, no progress lines
+
+    select_backend(args.backend)  # a backend that cannot run here fails before the data are loaded
+    data = load_splits(args.data_dir, val_fraction=REDUCTION_VAL_FRACTION, seed=args.seed, limit_rows=args.limit_rows)
+    results = pca_forest.run(profile, data, args.out, args.backend, seed=args.seed, cache_dir=cache_dir)
     results["command"] = ["pca_forest.py", *(sys.argv[1:] if argv is None else argv)]
     path = write_json(args.out / "results.json", results)
-    print("\n".join(summary_lines(results)))
+    print("\n".join(pca_forest.summary_lines(results)))
     print(f"results: {path}")
 
 

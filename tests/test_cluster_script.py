@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from conftest import HAS_CUDA, HAS_CUML, REPO_ROOT, load_script
@@ -49,11 +48,14 @@ def _check_results(out_dir, ks, sample_size):
         assert sum(c["size"] for c in purity["clusters"]) == sample_size
     assert gm["generated"]["n"] == 20 and len(gm["generated"]["components"]) == 20
     assert 0 <= gm["generated"]["pixel_min"] <= gm["generated"]["pixel_max"] <= 255
-    for step in ("pca", "kmeans_fits", "silhouettes", "gmm_sweep"):
-        assert results["timings"][step]["seconds"] >= 0 and results["timings"][step]["place"]
+    for step in ("pca_fit", "kmeans_fits", "silhouettes", "kmeans_sweep", "gmm_sweep"):
+        assert results["steps"][step]["seconds"] >= 0 and results["steps"][step]["place"]
+    assert set(results["figures"]) == set(FIGURES)
     for name in FIGURES:
-        path = Path(results["figures"][name])
+        path = out_dir / results["figures"][name]
         assert path.parent == out_dir and path.is_file() and path.stat().st_size > 1000, name
+    assert results["figures"]["kmeans_clusters"] == f"kmeans_clusters_k{km['chosen_k']}.png"
+    assert results["figures"]["gmm_clusters"] == f"gmm_clusters_k{gm['chosen_k']}.png"
     return results
 
 
@@ -75,7 +77,9 @@ def test_end_to_end_on_synthetic_data(cluster_script, synthetic_data_dir, tmp_pa
     assert code == 0, err
     results = _check_results(out, [3, 6], 300)
     assert results["kmeans"]["place"] == "sklearn" and results["gmm"]["place"] == "sklearn"
-    assert results["seeds"] == {"sample_and_split": 22, "clustering": 42}
+    assert results["study"] == "cluster" and results["seed"] == 22
+    assert results["kmeans"]["params"]["random_state"] == results["gmm"]["params"]["random_state"] == 42
+    assert results["profile"]["name"] == "quick, custom" and results["profile"]["ks"] == [3, 6]
     assert "K-Means" in stdout and "lowest BIC" in stdout and "results:" in stdout
 
 
@@ -84,12 +88,13 @@ def test_elbow_rule_and_other_mixture_start(cluster_script, synthetic_data_dir, 
     code, _, err = _run(
         cluster_script,
         ["--data-dir", str(synthetic_data_dir), "--out", str(out), "--backend", "sklearn", *SMALL,
-         "--k", "2,4,6", "--k-rule", "elbow", "--gmm-init", "random_from_data"],
+         "--k", "2,4,6", "--k-rule", "elbow", "--gmm-init", "random_from_data", "--cluster-seed", "7"],
         capsys,
     )
     assert code == 0, err
     results = _check_results(out, [2, 4, 6], 300)
     assert results["kmeans"]["k_rule"] == "elbow"
+    assert results["kmeans"]["params"]["random_state"] == results["gmm"]["params"]["random_state"] == 7
     assert results["profile"]["gmm_init_params"] == "random_from_data"
 
 

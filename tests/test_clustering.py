@@ -183,8 +183,8 @@ def test_mixture_is_deterministic_and_samples(blobs):
 
 def test_generated_images_shape_and_range():
     from datamodules.synthetic import synthetic_arrays
-    from reduction.cluster_study import generate_images
     from reduction.estimators import PCA
+    from reduction.studies.cluster import generate_images
 
     images, _ = synthetic_arrays(200, seed=1)
     pca = PCA(20, backend="sklearn", random_state=0).fit(images)

@@ -11,7 +11,7 @@ from conftest import HAS_CUDA, HAS_CUML, REPO_ROOT, load_script
 
 from cli_kit import run_main
 from datamodules.synthetic import write_synthetic_csvs
-from reduction.embed_study import METHODS
+from reduction.studies.embed import METHODS
 
 SCRIPT = REPO_ROOT / "scripts" / "embed.py"
 
@@ -68,10 +68,13 @@ def test_quick_run_writes_results_and_figures(embed, tiny_data_dir, tmp_path, ca
     captured = capsys.readouterr()
     results = json.loads((out / "results.json").read_text())
     assert list(results["methods"]) == list(METHODS)
-    assert results["profile"]["name"] == "quick" and results["seed"] == 22
+    assert results["study"] == "embed" and results["profile"]["name"] == "quick" and results["seed"] == 22
     assert results["backend"]["requested"] == "auto"
+    assert results["data"] == {"n_train": 192, "n_val": 48, "n_test": 48}
     for method, entry in results["methods"].items():
-        assert entry["rows"] == results["train_rows"] == 192
+        assert entry["rows"] == 192
+        assert results["steps"][f"{method}_fit"]["place"] == entry["place"]
+        assert {key: results["figures"][f"{method}_{key}"] for key in ("scatter", "thumbnails")} == entry["figures"]
         assert entry["place"] in ("cuml", "sklearn-cuda", "sklearn")
         assert entry["seconds"] >= 0
         assert 0.5 < entry["trustworthiness"] <= 1.0

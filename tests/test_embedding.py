@@ -1,5 +1,5 @@
 """The 2-D map estimators (reduction.estimators.embedding), their scores (reduction.scores) and the
-study's pieces (reduction.embed_study)."""
+study's pieces (reduction.studies.embed)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,6 @@ from conftest import requires_cuml
 
 from datamodules.splits import PRESENT_LABELS, reference_sample
 from datamodules.synthetic import synthetic_arrays
-from reduction.embed_study import (
-    FULL,
-    LETTER_COLOURS,
-    QUICK,
-    label_colours,
-    map_rows,
-    place_thumbnails,
-    thumbnail_figure,
-)
 from reduction.estimators.embedding import (
     LLE,
     MDS,
@@ -33,6 +24,16 @@ from reduction.estimators.embedding import (
     sklearn_mds_kwargs,
 )
 from reduction.scores import knn_accuracy, sample_positions, trustworthiness_on_sample
+from reduction.studies.embed import (
+    FULL,
+    LETTER_COLOURS,
+    QUICK,
+    label_colours,
+    map_rows,
+    place_thumbnails,
+    plot_thumbnails,
+    thumbnail_layout,
+)
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -252,11 +253,22 @@ def test_thumbnail_placement_edge_cases():
         place_thumbnails(touching, (0.0, 1.0))
 
 
-def test_thumbnail_figure_draws_the_placed_thumbnails(tmp_path):
+def test_thumbnail_layout_and_figure(tmp_path):
     images, labels = synthetic_arrays(200, seed=1)
     embedding = np.random.default_rng(0).normal(size=(200, 2))
-    path, count = thumbnail_figure(embedding, images, labels, tmp_path / "t.png", "test", per_axis=10)
-    assert path.stat().st_size > 1000 and 1 <= count <= 100
+    layout = thumbnail_layout(embedding, per_axis=10)
+    (xmin, xmax), (ymin, ymax) = layout.limits
+    assert layout.box == pytest.approx(((xmax - xmin) / 10, (ymax - ymin) / 10))
+    assert 1 <= len(layout.chosen) <= 100
+    assert layout.chosen.tolist() == place_thumbnails(embedding, layout.box, layout.limits).tolist()
+    path = plot_thumbnails(embedding, images, labels, layout, "test", tmp_path / "t.png")
+    assert path == tmp_path / "t.png" and path.stat().st_size > 1000
+
+
+def test_thumbnail_window_ignores_far_outliers():
+    embedding = np.vstack([np.random.default_rng(0).normal(size=(1000, 2)), [[1e6, -1e6]]])
+    (xmin, xmax), (ymin, ymax) = thumbnail_layout(embedding).limits
+    assert xmax < 100 and ymin > -100  # the outlier is outside the window, not shrinking it
 
 
 def test_letter_colours_are_24_distinct_colours():

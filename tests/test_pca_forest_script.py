@@ -38,10 +38,13 @@ def test_synthetic_run_writes_results_and_figures_and_resumes(script, synthetic_
     assert "[forests raw 2/2]" in captured.err
 
     results = json.loads((out / "results.json").read_text())
-    for key in ("n_components_95", "variance_first_two", "pca", "forests", "test", "fit_time", "timings", "places", "figures"):
+    for key in ("n_components_95", "variance_first_two", "pca", "forests", "test", "fit_time", "steps", "figures"):
         assert key in results, key
+    assert results["study"] == "pca_forest" and results["profile"]["name"] == "full, custom"
+    assert results["profile"]["raw_n_estimators"] == [3, 6] and results["profile"]["pca_max_depth"] == [2, 4]
     assert results["backend"] == {"requested": "sklearn", "selected": "sklearn"}
-    assert results["data"] == {"n_train": 480, "n_val": 120, "n_test": 240, "forest_train_rows": 480, "limit_rows": None}
+    assert results["data"] == {"n_train": 480, "n_val": 120, "n_test": 240, "forest_train_rows": 480}
+    assert results["command"][0] == "pca_forest.py"
 
     # The PCA numbers are those of scikit-learn's own PCA on the training part.
     from sklearn.decomposition import PCA
@@ -67,11 +70,16 @@ def test_synthetic_run_writes_results_and_figures_and_resumes(script, synthetic_
     assert results["forests"]["pca"]["n_features"] == results["n_components_95"]
     fit = results["fit_time"]
     assert fit["fit_time_ratio"] == pytest.approx(fit["fit_seconds_with_pca"] / fit["fit_seconds_without_pca"])
-    assert set(results["places"].values()) == {"sklearn"}
-    assert {"load_data", "pca_fit", "forest_grid_raw", "forest_grid_pca"} <= set(results["timings"])
+    steps = results["steps"]
+    assert {"pca_fit", "pca_transform", "forest_grid_raw", "forest_grid_pca", "forest_fit_time_comparison"} <= set(steps)
+    assert {entry["place"] for name, entry in steps.items() if name != "total"} == {"sklearn"}
+    assert fit["pca_seconds"] == pytest.approx(steps["pca_fit"]["seconds"] + steps["pca_transform"]["seconds"], abs=2e-3)
+    assert sorted(results["figures"].values()) == sorted(
+        ["pca_cumulative_variance.png", "pca_reconstruction.png"]
+        + [f"forest_{name}_{kind}.png" for name in ("raw", "pca") for kind in ("val_accuracy", "confusion")]
+    )
     for path in results["figures"].values():
         assert (out / path).stat().st_size > 1000
-    assert len(results["figures"]) == 6
 
     # Started again, the grids come from the cache and give the same cells.
     assert run(script, argv + ["--quiet"]) == 0
@@ -88,7 +96,7 @@ def test_no_cache_and_forest_row_sample(script, synthetic_data_dir, tmp_path):
             "--forest-rows", "200", "--quiet", *TINY_GRIDS]
     assert run(script, argv) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["data"]["forest_train_rows"] == 200
+    assert results["profile"]["forest_train_rows"] == 200 and results["data"]["forest_train_rows"] == 200
     assert results["forests"]["raw"]["n_train_rows"] == 200
     assert not (out / "grid_cache").exists()
 
@@ -148,7 +156,7 @@ def test_quick_run_on_a_slice_of_the_real_data(script, real_data_dir, tmp_path):
             "--limit-rows", "3000", "--quiet"]
     assert run(script, argv) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["profile"] == "quick"
+    assert results["profile"]["name"] == "quick"
     assert results["data"]["n_train"] == 2400 and results["data"]["n_test"] == 3000
     assert results["forests"]["raw"]["max_depth"] == [5, 10, 15]
     assert results["forests"]["raw"]["n_estimators"] == [10, 30, 50]
