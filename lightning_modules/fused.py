@@ -31,11 +31,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
-from lightning import LightningModule
 from torch import nn
 from torch.nn import functional as F
 
-from lightning_modules.mlp_module import ACTIVATIONS, MLPClassifier, Normalization
+from lightning_modules.mlp_module import ACTIVATIONS, MLPClassifier, Normalization, StagedSteps
 from lightning_modules.training import run_name
 
 STAGES = ("train", "val", "test")
@@ -72,7 +71,7 @@ def solo_initial_state(spec: MemberSpec, num_classes: int = 25, input_dim: int =
     return model.state_dict()
 
 
-class FusedMLPs(LightningModule):
+class FusedMLPs(StagedSteps):
     """S independent ``Normalization -> Linear -> act -> ... -> Linear`` MLPs trained in one step.
 
     ``members``: :class:`MemberSpec` (or dicts of its fields), one per MLP. Every member starts
@@ -242,24 +241,6 @@ class FusedMLPs(LightningModule):
         # Kept as tensors and reduced once per epoch (as MLPClassifier does): no per-step sync.
         self._epoch_outputs[stage].append((losses.detach(), logits.detach().argmax(dim=2), labels))
         return losses.sum()
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "test")
-
-    def on_train_epoch_end(self) -> None:
-        self._end_epoch("train")
-
-    def on_validation_epoch_end(self) -> None:
-        self._end_epoch("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._end_epoch("test")
 
     def epoch_metrics(self, stage: str) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(mean loss [S], accuracy [S]) over the stage's steps since the last call, on the device.

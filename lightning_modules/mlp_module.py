@@ -54,7 +54,37 @@ class Normalization(nn.Module):
         return (x - self.mean) / self.variance.sqrt().clamp_min(self.epsilon)
 
 
-class MLPClassifier(LightningModule):
+class StagedSteps(LightningModule):
+    """Lightning's per-stage hooks routed to two methods, the same for every model here:
+    ``_step(batch, stage)`` (a batch of "train", "val" or "test"; returns the training loss) and
+    ``_end_epoch(stage)`` (the stage's epoch is over: reduce and log its metrics)."""
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _end_epoch(self, stage: str) -> None:
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_train_epoch_end(self) -> None:
+        self._end_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_epoch("test")
+
+
+class MLPClassifier(StagedSteps):
     """Normalization -> Linear(784, 200) -> act -> Linear(200, 50) -> act -> Linear(50, 25).
 
     Trained with Adam at ``lr`` on the cross-entropy of the logits. Logs ``train/loss``,
@@ -118,7 +148,7 @@ class MLPClassifier(LightningModule):
         self._epoch_outputs[stage].append((loss.detach(), logits.detach().argmax(dim=1), labels))
         return loss
 
-    def _log_epoch(self, stage: str) -> None:
+    def _end_epoch(self, stage: str) -> None:
         outputs = self._epoch_outputs[stage]
         if not outputs:
             return
@@ -131,24 +161,6 @@ class MLPClassifier(LightningModule):
         # bookkeeping out of the hot loop; torchmetrics syncs the counts across DDP ranks.
         self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), on_step=False, on_epoch=True, prog_bar=stage != "train")
         self.log(f"{stage}/acc", getattr(self, f"{stage}_acc"), on_step=False, on_epoch=True, prog_bar=True)
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "test")
-
-    def on_train_epoch_end(self) -> None:
-        self._log_epoch("train")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return make_optimizer(self.parameters(), self.hparams.lr)

@@ -9,6 +9,7 @@ import statistics
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -213,11 +214,7 @@ def write_run_pictures(config: TrainConfig, datamodule, model, tensorboard) -> l
     arrays, augment = datamodule.arrays, None
     if datamodule.augment is not None:
         # The training grid shows the images as the network saw them: augmented, from the run's seed.
-        augmenter, generator = BatchAugmenter(datamodule.augment), torch.Generator().manual_seed(config.seed)
-
-        def augment(batch):
-            return augmenter(batch, generator)
-
+        augment = partial(BatchAugmenter(datamodule.augment), generator=torch.Generator().manual_seed(config.seed))
     return write_pictures(tensorboard.experiment, model, arrays.test_images, arrays.test_labels, arrays.train_images,
                           augment=augment, seed=config.seed)
 
