@@ -1,20 +1,44 @@
 """A resumable grid search of random forests over trees x depth, and helpers for its grids.
 
 ``ForestGridSearch`` scores every (n_estimators, max_depth) cell of a grid on held-out
-validation rows with :class:`reduction.estimators.RandomForest`; :func:`best_cell`,
-:func:`grid_matrix` and :func:`grid_axis` choose, lay out and validate the cells.
+validation rows; :func:`best_cell`, :func:`grid_matrix` and :func:`grid_axis` choose, lay out
+and validate the cells. It scores the grid one of two ways (``method``):
 
-Why the grid is cheap on scikit-learn: a scikit-learn forest draws one seed per tree, in order,
-from ``random_state``, so with the same settings and ``random_state`` the forest of k trees is
-exactly the first k trees of the forest of K > k trees. The search therefore grows only the
-largest forest per depth and scores each smaller cell on a prefix of its trees
-(:func:`prefix_predictions`), summing the trees' class probabilities in tree order, as
-``RandomForestClassifier.predict_proba`` does. cuML grows its trees on the GPU with its own
-seeding, so there every cell is a forest of its own.
+``"truncate"`` (the default on scikit-learn): one forest for the whole grid. A tree grown with
+``max_depth=d`` is, in distribution, the tree grown deeper by the same procedure and cut at
+depth d: growth is top-down, and whether and how a node splits depends only on the (bootstrap-
+weighted) training rows that reach it, the settings and fresh random draws, never on what is
+grown below it or beside it. scikit-learn also stores at every node, internal or leaf, the
+class distribution a leaf there would predict: ``tree_.value[node]`` is the weighted class
+fraction of the training rows reaching the node (``ClassificationCriterion.node_value``:
+``sum_total / weighted_n_node_samples``, with the bootstrap counts as sample weights, written
+for every node by the tree builder "to facilitate tree/model inspection"; read in the installed
+scikit-learn 1.9.1 source). So the search grows ``max(n_estimators)`` trees once, with
+``max_depth=max(max_depth grid)`` (a tree that stops growing earlier is the same as one grown
+without a limit), and scores the cell (n, d) as ``predict_proba`` would score a forest of n
+trees of depth d: for every row and tree, the class distribution at the node where the row's
+path reaches depth d (its leaf, when the path ends sooner), averaged over the first n trees
+(:class:`DepthVotes`). Cells at the top depth are exactly those of real forests with those
+settings; cells above it match real forests in distribution, not tree for tree (a cut tree
+draws no random numbers below the cut, so the real shallower tree's later nodes see other
+draws). tests/test_forest_truncation.py checks both against real forests, the second with
+several seeds. The forest is grown in batches (``warm_start``: the same trees as one fit),
+each batch ending at the next n of the grid, so progress and Ctrl-C can name the trees.
 
-Finished depths are cached on disk (:class:`GridCache`: one small JSON file per depth, keyed by
-a fingerprint of the data, the n_estimators axis and every setting that changes the result) so
-that an interrupted or repeated search picks up where it stopped.
+``"per_depth"``: one forest per depth, the largest of the grid, each smaller cell scored on a
+prefix of its trees (:func:`prefix_predictions`). A scikit-learn forest draws one seed per tree,
+in order, from ``random_state``, so the forest of k trees is exactly the first k trees of the
+forest of K > k trees: every cell is exactly the forest an ordinary fit with its settings
+gives. cuML grows its trees on the GPU with its own seeding and its trees cannot be read node
+by node, so there every cell is a forest of its own, whichever method was asked for.
+
+The cache (:class:`GridCache`, small JSON files keyed by a fingerprint of the data, the axes,
+the method and every setting that changes the result) makes an interrupted or repeated search
+pick up where it stopped. Its unit follows the method: one file per finished depth for
+``per_depth``, one file per finished grid for ``truncate``. A truncated grid cannot resume in
+the middle of its forest (that would need the running sums of every row, tens of megabytes, and
+the trees grown so far); it costs about what one or two depths of the per-depth way cost, so
+an interrupted truncated grid is grown again from its first tree.
 """
 
 from __future__ import annotations
@@ -30,16 +54,116 @@ from pathlib import Path
 import numpy as np
 
 from labkit.files import atomic_path
-from labkit.progress import Progress, note, stage
+from labkit.progress import Progress, note, note_once, report, stage
 from reduction.backend import implementation, select_backend
 from reduction.estimators.forest import RandomForest
 from reduction.scores import classification_metrics
 
 METRICS = ("accuracy", "precision", "recall", "f1")
+# The ways to score a grid (see the module doc).
+GRID_METHODS = ("truncate", "per_depth")
 # Places whose forests are prefixes of larger forests with the same seed (see the module doc).
 PREFIX_PLACES = frozenset({"sklearn"})
+# Places whose trees can be read node by node, so that one deep forest can be cut at every depth.
+TRUNCATE_PLACES = frozenset({"sklearn"})
 # Bump when the cache payload or the way cells are scored changes, so old files are ignored.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+
+
+def node_probabilities(tree) -> np.ndarray:
+    """[n_nodes, n_classes]: the class distribution stored at every node of a fitted
+    scikit-learn ``DecisionTreeClassifier``, internal nodes included.
+
+    ``tree_.value`` holds the weighted class fractions of the training rows reaching each node
+    (scikit-learn >= 1.4); they are normalised here exactly as ``predict_proba`` normalises a
+    leaf's (a row summing to 0 is left as it is), so that at a leaf this is what the tree predicts.
+    """
+    value = tree.tree_.value[:, 0, : tree.n_classes_]
+    total = value.sum(axis=1, keepdims=True)
+    total[total == 0.0] = 1.0
+    return value / total
+
+
+def nodes_at_depths(tree, X, depths) -> np.ndarray:
+    """[len(depths), n_rows]: the node each row's path reaches at each depth (the root is depth
+    0), or its leaf where the path ends sooner. ``X`` is float32, as the trees split it.
+
+    One pass over the tree per row (``decision_path``, scikit-learn's compiled walk, which
+    releases the GIL); a row's path lists its nodes from the root down. That order holds even
+    if the indices were sorted: a node is added to the tree before its children, so node ids
+    grow along every path.
+    """
+    path = tree.decision_path(X, check_input=False)
+    starts = path.indptr[:-1]
+    last = np.diff(path.indptr) - 1  # the leaf's position on the path = its depth
+    return path.indices[starts + np.minimum(np.asarray(depths, dtype=np.intp)[:, None], last)]
+
+
+class DepthVotes:
+    """Running sums over trees of every row's class distribution at each depth of ``depths``.
+
+    ``add(trees)`` adds trees in order; ``proba()`` ([len(depths), n_rows, n_classes]) is then,
+    for each depth d, the mean over the trees added so far of the distribution at the node the
+    row reaches at depth d (or its leaf), which is what ``predict_proba`` of a forest of those
+    trees grown with ``max_depth=d`` gives where the trees agree with their cut (see the module
+    doc). Rows are split into blocks, one per thread; each block adds the trees in order, so
+    the sums do not depend on the number of threads. Memory: the sums, 8 bytes per row, depth
+    and class, and one row block's distribution at a time.
+    """
+
+    def __init__(self, X, depths, n_classes: int, n_jobs=-1) -> None:
+        from joblib import effective_n_jobs
+
+        self.X = np.ascontiguousarray(X, dtype=np.float32)
+        self.depths = np.asarray(depths, dtype=np.intp)
+        if self.depths.ndim != 1 or len(self.depths) == 0 or self.depths.min() < 0:
+            raise ValueError(f"depths must be a non-empty list of non-negative integers, got {depths!r}")
+        self.sums = np.zeros((len(self.depths), len(self.X), int(n_classes)))
+        self.n_trees = 0
+        n_blocks = max(1, min(effective_n_jobs(n_jobs), len(self.X)))
+        bounds = np.linspace(0, len(self.X), n_blocks + 1).astype(int)
+        self.blocks = [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+
+    def add(self, trees) -> "DepthVotes":
+        from joblib import Parallel, delayed
+
+        trees = list(trees)
+        tables = [node_probabilities(tree) for tree in trees]
+        if any(table.shape[1] != self.sums.shape[2] for table in tables):
+            raise ValueError(f"every tree must have {self.sums.shape[2]} classes")
+
+        def add_block(rows: slice) -> None:
+            X, sums = self.X[rows], self.sums[:, rows]
+            buffer = np.empty(sums.shape[1:])
+            for tree, table in zip(trees, tables):
+                for position, nodes in enumerate(nodes_at_depths(tree, X, self.depths)):
+                    np.take(table, nodes, axis=0, out=buffer)
+                    sums[position] += buffer
+
+        if len(self.blocks) == 1:
+            add_block(self.blocks[0])
+        else:
+            Parallel(n_jobs=len(self.blocks), prefer="threads")(delayed(add_block)(rows) for rows in self.blocks)
+        self.n_trees += len(trees)
+        return self
+
+    def proba(self) -> np.ndarray:
+        """[len(depths), n_rows, n_classes]: the mean distribution over the trees added so far."""
+        if self.n_trees == 0:
+            raise ValueError("no trees added yet")
+        return self.sums / self.n_trees
+
+    def predicted_codes(self) -> np.ndarray:
+        """[len(depths), n_rows]: the class position with the highest mean probability (the first on ties)."""
+        return np.argmax(self.proba(), axis=2)
+
+
+def truncated_proba(forest, X, depths, n_trees=None, n_jobs=1) -> np.ndarray:
+    """[len(depths), n_rows, n_classes]: the first ``n_trees`` (all: None) trees of a fitted
+    scikit-learn ``RandomForestClassifier`` cut at each depth, their class probabilities
+    averaged as ``predict_proba`` averages them. Columns in the order of ``forest.classes_``."""
+    trees = forest.estimators_ if n_trees is None else forest.estimators_[: int(n_trees)]
+    return DepthVotes(X, depths, forest.n_classes_, n_jobs).add(trees).proba()
 
 
 def prefix_predictions(forest, X, sizes, n_jobs=-1) -> dict[int, np.ndarray]:
@@ -120,7 +244,8 @@ def array_fingerprint(*arrays) -> str:
 
 
 class GridCache:
-    """Finished grid depths as JSON files in ``directory``, read back only when their key matches.
+    """Finished grid depths (method "per_depth") or whole grids ("truncate") as JSON files in
+    ``directory``, read back only when their key matches.
 
     A file that cannot be read, is not JSON, carries another key or is incomplete counts as
     absent (it is recomputed and overwritten). Files are written to a temporary name and
@@ -131,20 +256,28 @@ class GridCache:
         self.directory = Path(directory)
 
     def path(self, name: str, depth: int, key: str) -> Path:
+        """The file of one depth of a per-depth grid."""
         return self.directory / f"{name}-depth{depth:03d}-{key[:16]}.json"
 
-    def load(self, path: Path, key: str, n_estimators: tuple[int, ...]) -> dict | None:
+    def grid_path(self, name: str, key: str) -> Path:
+        """The file of a whole truncated grid."""
+        return self.directory / f"{name}-truncate-{key[:16]}.json"
+
+    def load(self, path: Path, key: str, cells) -> dict | None:
+        """The payload at ``path`` if its key is ``key`` and it holds exactly the (n_estimators,
+        max_depth) ``cells``, in that order, each with every metric; else None."""
         if not path.is_file():
             return None
+        expected = [(int(n), int(d)) for n, d in cells]
         try:
             payload = json.loads(path.read_text())
-            cells = payload["cells"]
+            stored = payload["cells"]
             valid = (
                 payload["key"] == key
-                and [cell["n_estimators"] for cell in cells] == list(n_estimators)
+                and [(cell["n_estimators"], cell["max_depth"]) for cell in stored] == expected
                 and all(
                     isinstance(cell[f"{part}_{metric}"], float) and math.isfinite(cell[f"{part}_{metric}"])
-                    for cell in cells
+                    for cell in stored
                     for part in ("train", "val")
                     for metric in METRICS
                 )
@@ -166,13 +299,22 @@ class ForestGridSearch:
 
     ``fit(X, y, X_val, y_val)`` records, for every cell, accuracy and weighted precision, recall
     and F1 on the training rows (``train_*``) and on the validation rows (``val_*``).
-    With ``cache_dir`` set, each finished depth is stored there and reused by later fits on the
-    same data and settings; ``name`` labels the files (e.g. "raw", "pca").
+    ``method`` is "truncate" (one forest for the whole grid, cut at each depth) or "per_depth"
+    (one forest per depth, exact prefixes); see the module doc. Places whose trees cannot be cut
+    (cuML) run "per_depth", with one forest per cell, and say so.
+    With ``cache_dir`` set, finished work is stored there (each depth for "per_depth", the whole
+    grid for "truncate") and reused by later fits on the same data and settings; ``name``
+    labels the files (e.g. "raw", "pca").
 
     Fitted attributes: ``cells_`` (dicts: n_estimators, max_depth, the eight metrics and
-    ``fit_seconds``, which is None for prefix-scored cells), ``best_`` (see :func:`best_cell`),
-    ``place_`` (the place the forests ran), ``depth_seconds_`` ({depth: seconds to grow and
-    score that depth}), ``forests_grown_`` (forests fitted by this call), ``depths_from_cache_``.
+    ``fit_seconds``, which is None for cells scored from a larger forest), ``best_`` (see
+    :func:`best_cell`), ``place_`` (the place the forests ran), ``method_`` (the method that
+    ran), ``forests_grown_`` and ``trees_grown_`` (by this call), ``depths_from_cache_``
+    (every depth when a truncated grid came from the cache), ``seconds_`` (growing and scoring
+    the cells, as first computed when they came from the cache), ``depth_seconds_`` ({depth:
+    seconds}, "per_depth" only; empty for "truncate"), ``grow_seconds_`` and ``score_seconds_``
+    ("truncate" only; None for "per_depth"), ``grown_max_depth_`` (the depth the truncated
+    forest was grown to; None for "per_depth").
     """
 
     def __init__(
@@ -185,6 +327,7 @@ class ForestGridSearch:
         cache_dir=None,
         name="forest",
         progress=True,
+        method="truncate",
     ) -> None:
         self.n_estimators_grid = n_estimators_grid
         self.max_depth_grid = max_depth_grid
@@ -194,20 +337,38 @@ class ForestGridSearch:
         self.cache_dir = cache_dir
         self.name = name
         self.progress = progress
+        self.method = method
 
     def fit(self, X, y, X_val, y_val) -> "ForestGridSearch":
+        if self.method not in GRID_METHODS:
+            raise ValueError(f"unknown grid method {self.method!r}; choose one of {', '.join(GRID_METHODS)}")
         n_axis = grid_axis(self.n_estimators_grid, "n_estimators grid")
         depth_axis = grid_axis(self.max_depth_grid, "max_depth grid")
         factory, self.place_ = implementation("random_forest", select_backend(self.backend))
+        self.method_ = self.method
+        if self.method == "truncate" and self.place_ not in TRUNCATE_PLACES:
+            note_once(f"{self.place_} trees cannot be cut at a depth; the forest grid grows one forest per cell")
+            self.method_ = "per_depth"
         X = np.ascontiguousarray(X, dtype=np.float32)
         X_val = np.ascontiguousarray(X_val, dtype=np.float32)
         y, y_val = np.asarray(y), np.asarray(y_val)
         cache = self._cache()
         data_key = array_fingerprint(X, y, X_val, y_val) if cache else None
-        progress = Progress(len(depth_axis), f"forests {self.name}") if self.progress else None
 
         self.cells_, self.depth_seconds_, self.depths_from_cache_ = [], {}, []
-        self.forests_grown_ = 0
+        self.forests_grown_ = self.trees_grown_ = 0
+        self.grow_seconds_ = self.score_seconds_ = self.grown_max_depth_ = None
+        if self.method_ == "truncate":
+            self._fit_truncated(cache, data_key, factory, X, y, X_val, y_val, n_axis, depth_axis)
+        else:
+            self._fit_per_depth(cache, data_key, factory, X, y, X_val, y_val, n_axis, depth_axis)
+        self.best_ = best_cell(self.cells_)
+        return self
+
+    # The per-depth way ----------------------------------------------------------------------
+
+    def _fit_per_depth(self, cache, data_key, factory, X, y, X_val, y_val, n_axis, depth_axis) -> None:
+        progress = Progress(len(depth_axis), f"forests {self.name}") if self.progress else None
         for depth in depth_axis:
             # The whole depth, cache look-up, store and report included: Ctrl-C anywhere names it.
             with stage(f"at depth {depth}"):
@@ -221,15 +382,15 @@ class ForestGridSearch:
                         f"max_depth={depth}: best validation accuracy {best['val_accuracy']:.4f} "
                         f"at n_estimators={best['n_estimators']} ({source})"
                     )
-        self.best_ = best_cell(self.cells_)
-        return self
+        self.seconds_ = float(sum(self.depth_seconds_.values()))
 
     def _depth(self, cache, data_key, factory, X, y, X_val, y_val, n_axis, depth) -> dict:
         """One depth's cells and seconds: from the cache when it has them, else grown (and stored)."""
         if cache:
-            key = self._depth_key(data_key, n_axis, depth, factory)
+            key = self._key(data_key, factory, n_estimators=list(n_axis), max_depth=int(depth),
+                            prefix_scoring=self.place_ in PREFIX_PLACES)
             path = cache.path(self.name, depth, key)
-            payload = cache.load(path, key, n_axis)
+            payload = cache.load(path, key, [(n, depth) for n in n_axis])
             if payload is not None:
                 self.depths_from_cache_.append(depth)
                 return payload
@@ -237,7 +398,8 @@ class ForestGridSearch:
         score = self._score_prefixes if self.place_ in PREFIX_PLACES else self._score_each
         payload = {"cells": score(X, y, X_val, y_val, n_axis, depth), "seconds": time.perf_counter() - start}
         if cache:
-            cache.store(path, {"format": CACHE_FORMAT, "key": key, "name": self.name, "max_depth": depth, **payload})
+            cache.store(path, {"format": CACHE_FORMAT, "key": key, "name": self.name, "method": "per_depth",
+                               "max_depth": depth, **payload})
         return payload
 
     def _forest(self, n_estimators, depth) -> RandomForest:
@@ -246,6 +408,7 @@ class ForestGridSearch:
     def _score_prefixes(self, X, y, X_val, y_val, n_axis, depth) -> list[dict]:
         forest = self._forest(n_axis[-1], depth).fit(X, y)
         self.forests_grown_ += 1
+        self.trees_grown_ += n_axis[-1]
         model = forest.estimator_
         train = prefix_predictions(model, X, n_axis, self.n_jobs)
         val = prefix_predictions(model, X_val, n_axis, self.n_jobs)
@@ -256,8 +419,78 @@ class ForestGridSearch:
         for n in n_axis:
             forest = self._forest(n, depth).fit(X, y)
             self.forests_grown_ += 1
+            self.trees_grown_ += n
             cells.append(_cell(n, depth, y, forest.predict(X), y_val, forest.predict(X_val), forest.fit_seconds_))
         return cells
+
+    # The truncated way ----------------------------------------------------------------------
+
+    def _fit_truncated(self, cache, data_key, factory, X, y, X_val, y_val, n_axis, depth_axis) -> None:
+        """One forest of ``n_axis[-1]`` trees grown to ``depth_axis[-1]``, in batches ending at each
+        n of the grid; after each batch every depth's cells for that n are scored."""
+        self.grown_max_depth_ = depth_axis[-1]
+        expected = [(n, depth) for depth in depth_axis for n in n_axis]
+        if cache:
+            key = self._key(data_key, factory, n_estimators=list(n_axis), max_depth=list(depth_axis),
+                            grown_max_depth=int(depth_axis[-1]))
+            path = cache.grid_path(self.name, key)
+            payload = cache.load(path, key, expected)
+            if payload is not None:
+                self.cells_ = payload["cells"]
+                self.depths_from_cache_ = list(depth_axis)
+                self.seconds_ = payload["seconds"]
+                self.grow_seconds_, self.score_seconds_ = payload["grow_seconds"], payload["score_seconds"]
+                if self.progress:
+                    best = best_cell(self.cells_)
+                    report(f"[forests {self.name}] all {len(self.cells_)} cells (from cache): best validation accuracy "
+                           f"{best['val_accuracy']:.4f} at n_estimators={best['n_estimators']}, max_depth={best['max_depth']}")
+                return
+        progress = Progress(len(n_axis), f"forests {self.name}") if self.progress else None
+        forest = factory(n_estimators=n_axis[0], max_depth=int(depth_axis[-1]), random_state=self.random_state,
+                         n_jobs=self.n_jobs, warm_start=True)
+        classes = np.unique(y)
+        train_votes = DepthVotes(X, depth_axis, len(classes), self.n_jobs)
+        val_votes = DepthVotes(X_val, depth_axis, len(classes), self.n_jobs)
+        cells: dict[tuple[int, int], dict] = {}
+        grow = score = 0.0
+        done = 0
+        for n in n_axis:
+            with stage(f"while growing and scoring trees {done + 1}-{n} of {n_axis[-1]}"):
+                start = time.perf_counter()
+                # warm_start adds trees n_done+1..n, drawing their seeds as one fit of n trees would.
+                forest.set_params(n_estimators=n).fit(X, y)
+                grown = time.perf_counter()
+                new_trees = forest.estimators_[done:n]
+                train_votes.add(new_trees)
+                val_votes.add(new_trees)
+                train_codes, val_codes = train_votes.predicted_codes(), val_votes.predicted_codes()
+                batch = []
+                for position, depth in enumerate(depth_axis):
+                    cells[(n, depth)] = _cell(n, depth, y, forest.classes_.take(train_codes[position]),
+                                              y_val, forest.classes_.take(val_codes[position]), None)
+                    batch.append(cells[(n, depth)])
+                finished = time.perf_counter()
+                grow += grown - start
+                score += finished - grown
+                self.trees_grown_ += n - done
+                done = n
+                if progress:
+                    best = best_cell(batch)
+                    progress.step(
+                        f"{n} trees (grown to max_depth={depth_axis[-1]}): best validation accuracy "
+                        f"{best['val_accuracy']:.4f} at max_depth={best['max_depth']} "
+                        f"({grown - start:.1f} s growing, {finished - grown:.1f} s scoring)"
+                    )
+        self.forests_grown_ = 1
+        self.cells_ = [cells[pair] for pair in expected]
+        self.grow_seconds_, self.score_seconds_, self.seconds_ = grow, score, grow + score
+        if cache:
+            cache.store(path, {"format": CACHE_FORMAT, "key": key, "name": self.name, "method": "truncate",
+                               "max_depth": list(depth_axis), "grown_max_depth": int(depth_axis[-1]),
+                               "cells": self.cells_, "seconds": self.seconds_, "grow_seconds": grow,
+                               "score_seconds": score})
+
+    # The cache ------------------------------------------------------------------------------
 
     def _cache(self) -> GridCache | None:
         if self.cache_dir is None:
@@ -271,17 +504,17 @@ class ForestGridSearch:
             return None
         return GridCache(self.cache_dir)
 
-    def _depth_key(self, data_key, n_axis, depth, factory) -> str:
+    def _key(self, data_key, factory, **settings) -> str:
+        """The cache key: every setting that changes the cells, the method that ran included."""
         library = importlib.import_module(factory.__module__.split(".")[0])
         settings = {
             "format": CACHE_FORMAT,
             "data": data_key,
-            "n_estimators": list(n_axis),
-            "max_depth": int(depth),
             "random_state": int(self.random_state),
             "place": self.place_,
             "library": f"{library.__name__} {getattr(library, '__version__', '?')}",
-            "prefix_scoring": self.place_ in PREFIX_PLACES,
+            "method": self.method_,
+            **settings,
         }
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 

@@ -60,7 +60,10 @@ def test_synthetic_run_writes_results_and_figures_and_resumes(script, synthetic_
     for name in ("raw", "pca"):
         grid = results["forests"][name]
         assert len(grid["cells"]) == 4
-        assert grid["backend"] == "sklearn" and grid["forests_grown"] == 2
+        assert grid["backend"] == "sklearn" and grid["method"] == "truncate" and grid["forests_grown"] == 1
+        assert grid["trees_grown"] == max(grid["n_estimators"]) and grid["grown_max_depth"] == 4
+        assert grid["scoring"].startswith("one forest of ") and grid["depth_seconds"] == {}
+        assert grid["seconds"] == pytest.approx(grid["grow_seconds"] + grid["score_seconds"])
         cell_keys = {f"{part}_{metric}" for part in ("train", "val") for metric in ("accuracy", "precision", "recall", "f1")}
         assert all(cell_keys <= set(cell) for cell in grid["cells"])
         assert grid["best"]["val_accuracy"] == max(cell["val_accuracy"] for cell in grid["cells"])
@@ -85,9 +88,11 @@ def test_synthetic_run_writes_results_and_figures_and_resumes(script, synthetic_
     assert run(script, argv + ["--quiet"]) == 0
     again = json.loads((out / "results.json").read_text())
     for name in ("raw", "pca"):
-        assert again["forests"][name]["forests_grown"] == 0
+        assert again["forests"][name]["forests_grown"] == 0 and again["forests"][name]["trees_grown"] == 0
         assert again["forests"][name]["depths_from_cache"] == [2, 4]
         assert again["forests"][name]["cells"] == results["forests"][name]["cells"]
+    assert again["test"] == {name: {**results["test"][name], "fit_seconds": again["test"][name]["fit_seconds"]}
+                             for name in ("raw", "pca")}  # the refits are ordinary forests, grown again
 
 
 def test_no_cache_and_forest_row_sample(script, synthetic_data_dir, tmp_path):
@@ -164,27 +169,64 @@ def test_quick_run_on_a_slice_of_the_real_data(script, real_data_dir, tmp_path):
     assert all((out / path).is_file() for path in results["figures"].values())
 
 
-def test_ctrl_c_in_the_grid_keeps_finished_depths_and_a_rerun_resumes(synthetic_data_dir, tmp_path):
+def test_ctrl_c_in_the_grid_keeps_finished_grids_and_a_rerun_resumes(synthetic_data_dir, tmp_path):
+    """The truncated grids (the default) are cached whole: Ctrl-C in the second grid keeps the
+    first, and a rerun takes it from the cache and grows the second from its first tree."""
     from conftest import interrupt_script, leftover_temporary_files
 
     out = tmp_path / "out"
     argv = ["--data-dir", synthetic_data_dir, "--out", out, "--backend", "sklearn",
-            "--raw-trees", "20:200:20", "--raw-depths", "2:60:2", "--pca-trees", "3", "--pca-depths", "2"]
-    code, _, stderr = interrupt_script(SCRIPT, *argv, cwd=tmp_path, after=r"\[forests raw 2/30\]")
+            "--raw-trees", "3,6", "--raw-depths", "2,4", "--pca-trees", "100:3000:100", "--pca-depths", "2:60:2"]
+    code, _, stderr = interrupt_script(SCRIPT, *argv, cwd=tmp_path, after=r"\[forests pca 2/30\]")
     assert code == 130, stderr[-2000:]
     last = stderr.strip().splitlines()[-1]
     assert re.fullmatch(
-        r"interrupted in the raw pixels grid at depth \d+; finished depths are cached and a rerun resumes "
-        r"from there; no results\.json written", last), last
+        r"interrupted in the 95% PCA features grid while growing and scoring trees \d+-\d+ of 3000; finished grids "
+        r"are cached and a rerun takes them from there; this grid starts again; no results\.json written", last), last
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert not (out / "results.json").exists()
     assert not leftover_temporary_files(tmp_path)
-    cached = sorted((out / "grid_cache").glob("raw-depth*.json"))
-    assert len(cached) >= 2
-    for path in cached:  # each one whole
-        assert json.loads(path.read_text())["cells"]
+    cached = sorted((out / "grid_cache").glob("*.json"))
+    assert [path.name.split("-")[:2] for path in cached] == [["raw", "truncate"]]
+    assert len(json.loads(cached[0].read_text())["cells"]) == 4  # whole
 
-    # The rerun takes the finished depths from the cache (stopped early by a second Ctrl-C).
-    code, _, stderr = interrupt_script(SCRIPT, *argv, cwd=tmp_path, after=rf"\[forests raw {len(cached) + 1}/30\]")
+    # The rerun takes the raw grid from the cache and grows the PCA grid again (stopped early by
+    # a second Ctrl-C).
+    code, _, stderr = interrupt_script(SCRIPT, *argv, cwd=tmp_path, after=r"\[forests pca 2/30\]")
     assert code == 130, stderr[-2000:]
-    assert stderr.count("(from cache)") == len(cached)
+    assert stderr.count("(from cache)") == 1 and "[forests raw] all 4 cells (from cache)" in stderr
+    assert "[forests pca 1/30] 100 trees" in stderr
+
+
+def test_ctrl_c_in_a_per_depth_grid_keeps_finished_depths(synthetic_data_dir, tmp_path):
+    """The per-depth way (profile forest_method="per_depth") caches each finished depth."""
+    import dataclasses
+
+    from datamodules import REDUCTION_VAL_FRACTION, load_splits
+    from labkit.progress import interruption_message
+    from reduction.studies import pca_forest
+
+    import reduction.forest_grid as forest_module
+
+    data = load_splits(synthetic_data_dir, val_fraction=REDUCTION_VAL_FRACTION, seed=22)
+    profile = dataclasses.replace(pca_forest.Profile("tiny", (3, 6), (2, 4, 6), (3,), (2,)), forest_method="per_depth")
+    real, calls = forest_module.prefix_predictions, []
+
+    def interrupted_at_the_second_depth(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # train and validation of depth 2, then depth 4
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    cache = tmp_path / "cache"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(forest_module, "prefix_predictions", interrupted_at_the_second_depth)
+        with pytest.raises(KeyboardInterrupt) as info:
+            pca_forest.run(profile, data, tmp_path / "out", "sklearn", seed=22, cache_dir=cache)
+    assert interruption_message(info.value) == (
+        "interrupted in the raw pixels grid at depth 4; finished depths are cached and a rerun resumes from there; "
+        "no results.json written")
+    assert [path.name[:12] for path in cache.glob("*.json")] == ["raw-depth002"]
+    results = pca_forest.run(profile, data, tmp_path / "out", "sklearn", seed=22, cache_dir=cache)
+    assert results["forests"]["raw"]["method"] == "per_depth" and results["forests"]["raw"]["depths_from_cache"] == [2]
+    assert results["forests"]["raw"]["forests_grown"] == 2 and results["profile"]["forest_method"] == "per_depth"

@@ -7,7 +7,10 @@ test CSV (``load_splits(..., val_fraction=REDUCTION_VAL_FRACTION)``).
    the variance of the first two, the cumulative variance curve and 10 sampled images beside
    their reconstruction from the 95% PCA.
 2. Random-forest grid searches scored on the validation rows, on raw pixels and on the 95% PCA
-   features (:func:`_grid_step`); the best cell of each (by validation accuracy) refit and
+   features (:func:`_grid_step`), each cell from one forest cut at every depth (the profile's
+   ``forest_method`` "truncate", the default) or from one forest per depth ("per_depth"; see
+   :mod:`reduction.forest_grid`); the best cell of each (by validation accuracy) refit as an
+   ordinary forest with its settings and
    tested, with a confusion matrix (:func:`_refit_step`); and forests with the same settings
    fitted on both feature sets and timed (:func:`_fit_time_step`), so that "is training faster
    with PCA, and what does it cost in accuracy?" has a measured answer.
@@ -28,7 +31,7 @@ from datamodules import REFERENCE_SEED, letter, reference_sample
 from labkit.figures import image_grid, plt, save
 from labkit.progress import report, stage
 from reduction.estimators import RandomForest
-from reduction.forest_grid import PREFIX_PLACES, ForestGridSearch, grid_axis, grid_matrix
+from reduction.forest_grid import GRID_METHODS, PREFIX_PLACES, TRUNCATE_PLACES, ForestGridSearch, grid_axis, grid_matrix
 from reduction.scores import classification_metrics
 from reduction.studies.common import VARIANCE_TARGET, StudyRun, fit_variance_pca, pca_transform, split_rows
 
@@ -39,7 +42,8 @@ FEATURE_NAMES = {"raw": "raw pixels", "pca": "95% PCA features"}
 
 @dataclass(frozen=True)
 class Profile:
-    """Grid axes and the number of training rows the forests see (None: all of them)."""
+    """Grid axes, the number of training rows the forests see (None: all of them) and how the
+    grids are scored (``forest_method``: "truncate" or "per_depth", see :mod:`reduction.forest_grid`)."""
 
     name: str
     raw_n_estimators: tuple[int, ...]
@@ -47,12 +51,15 @@ class Profile:
     pca_n_estimators: tuple[int, ...]
     pca_max_depth: tuple[int, ...]
     forest_train_rows: int | None = None
+    forest_method: str = "truncate"
 
     def __post_init__(self):
         for axis in ("raw_n_estimators", "raw_max_depth", "pca_n_estimators", "pca_max_depth"):
             object.__setattr__(self, axis, grid_axis(getattr(self, axis), axis.replace("_", " ", 1)))
         if self.forest_train_rows is not None and self.forest_train_rows < 1:
             raise ValueError(f"forest_train_rows must be positive, got {self.forest_train_rows}")
+        if self.forest_method not in GRID_METHODS:
+            raise ValueError(f"unknown forest_method {self.forest_method!r}; choose one of {', '.join(GRID_METHODS)}")
 
     def axes(self, features: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(n_estimators axis, max_depth axis) of the grid on ``features`` ("raw" or "pca")."""
@@ -206,8 +213,16 @@ def _grid_step(study: StudyRun, name: str, profile: Profile, features: FeatureSe
     _say(f"forest grid on {feature_name}: n_estimators {list(n_axis)} x max_depth {list(depth_axis)}, "
          f"{len(labels)} training rows")
     grid = ForestGridSearch(n_axis, depth_axis, backend=study.backend.name, random_state=seed, n_jobs=-1,
-                            cache_dir=cache_dir, name=name)
-    kept = "finished depths are cached and a rerun resumes from there; no results.json written" if cache_dir else None
+                            cache_dir=cache_dir, name=name, method=profile.forest_method)
+    # What a Ctrl-C keeps follows the cache's unit: a depth, or a whole truncated grid (cuML's
+    # trees cannot be cut, so there the grid goes depth by depth whatever the profile says).
+    truncates = profile.forest_method == "truncate" and study.backend.name in TRUNCATE_PLACES
+    kept = None
+    if cache_dir and truncates:
+        kept = ("finished grids are cached and a rerun takes them from there; this grid starts again; "
+                "no results.json written")
+    elif cache_dir:
+        kept = "finished depths are cached and a rerun resumes from there; no results.json written"
     with stage(f"in the {feature_name} grid", kept), study.timer.step(f"forest_grid_{name}") as step:
         grid.fit(features.train, labels, features.val, val_labels)
         step.place = grid.place_
@@ -283,13 +298,26 @@ def _grid_results(grid: ForestGridSearch, n_rows: int, n_features: int) -> dict:
         "n_features": int(n_features),
         "n_train_rows": int(n_rows),
         "backend": grid.place_,
-        "scoring": "prefixes of one forest per depth" if grid.place_ in PREFIX_PLACES else "one forest per cell",
+        "method": grid.method_,
+        "scoring": _scoring_text(grid),
         "cells": grid.cells_,
         "best": grid.best_,
+        "seconds": grid.seconds_,
+        "grow_seconds": grid.grow_seconds_,
+        "score_seconds": grid.score_seconds_,
+        "grown_max_depth": grid.grown_max_depth_,
         "depth_seconds": {str(depth): seconds for depth, seconds in grid.depth_seconds_.items()},
         "forests_grown": grid.forests_grown_,
+        "trees_grown": grid.trees_grown_,
         "depths_from_cache": grid.depths_from_cache_,
     }
+
+
+def _scoring_text(grid: ForestGridSearch) -> str:
+    if grid.method_ == "truncate":
+        return (f"one forest of {max(c['n_estimators'] for c in grid.cells_)} trees grown to max_depth="
+                f"{grid.grown_max_depth_}, cut at each depth, scored on prefixes of its trees")
+    return "prefixes of one forest per depth" if grid.place_ in PREFIX_PLACES else "one forest per cell"
 
 
 def summary_lines(results: dict) -> list[str]:
