@@ -12,12 +12,13 @@ import ast
 import pytest
 from conftest import REPO_ROOT
 
-OURS = {"labkit", "datamodules", "lightning_modules", "reduction", "cli_kit", "scripts"}
+OURS = {"labkit", "datamodules", "lightning_modules", "reduction", "whole_study", "cli_kit", "scripts"}
 ALLOWED = {
     "labkit": {"labkit"},
     "datamodules": {"labkit", "datamodules"},
     "lightning_modules": {"labkit", "datamodules", "lightning_modules"},
     "reduction": {"labkit", "datamodules", "reduction"},
+    "whole_study": {"labkit", "datamodules", "lightning_modules", "reduction", "whole_study"},
 }
 
 
