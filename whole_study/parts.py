@@ -360,36 +360,48 @@ def parse_override(text: str) -> tuple[str, str]:
 
 def parse_setting(text: str, type_name: str, key: str):
     """A setting's text as its field's type: ``int``, ``float``, ``str``, ``bool``, ``X | None``
-    ("none"), or ``tuple[X, ...]`` (a comma list, or START:STOP:STEP for integers)."""
-    type_name = type_name.replace(" ", "")
+    ("none"), or ``tuple[X, ...]`` (a comma list, or START:STOP:STEP for integers).
+    SettingsError (one line, naming ``key``) when the text is not of that type."""
     try:
-        if type_name.endswith("|None"):
-            return None if text.strip().lower() == "none" else parse_setting(text, type_name[: -len("|None")], key)
-        if type_name.startswith("tuple["):
-            element = type_name[len("tuple["):].split(",")[0]
-            if element == "int" and ":" in text:
-                start, stop, step = (int(part) for part in text.split(":"))
-                if step < 1:
-                    raise ValueError("the step must be positive")
-                return tuple(range(start, stop + 1, step))
-            return tuple(parse_setting(part.strip(), element, key) for part in text.split(",") if part.strip())
-        if type_name == "int":
-            return int(text)
-        if type_name == "float":
-            value = float(text)
-            if not math.isfinite(value):
-                raise ValueError("not a finite number")
-            return value
-        if type_name == "bool":
-            lowered = text.strip().lower()
-            if lowered not in ("true", "false", "yes", "no", "1", "0"):
-                raise ValueError("expected true or false")
-            return lowered in ("true", "yes", "1")
-        if type_name == "str":
-            return text
+        return _convert(text.strip(), type_name.replace(" ", ""))
     except ValueError as exc:
         raise SettingsError(f"--set {key}={text}: {exc}") from None
-    raise SettingsError(f"--set {key}: cannot set a setting of type {type_name}")
+
+
+def _convert(text: str, type_name: str):
+    if type_name.endswith("|None"):
+        return None if text.lower() == "none" else _convert(text, type_name[: -len("|None")])
+    if type_name.startswith("tuple["):
+        element = type_name[len("tuple["):].split(",")[0]
+        if element == "int" and ":" in text:
+            parts = text.split(":")
+            if len(parts) != 3:
+                raise ValueError("expected START:STOP:STEP")
+            start, stop, step = (_convert(part, "int") for part in parts)
+            if step < 1:
+                raise ValueError("the step must be positive")
+            return tuple(range(start, stop + 1, step))
+        return tuple(_convert(part.strip(), element) for part in text.split(",") if part.strip())
+    if type_name == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an integer") from None
+    if type_name == "float":
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{text!r} is not a finite number")
+        return value
+    if type_name == "bool":
+        if text.lower() not in ("true", "false", "yes", "no", "1", "0"):
+            raise ValueError(f"{text!r} is not true or false")
+        return text.lower() in ("true", "yes", "1")
+    if type_name == "str":
+        return text
+    raise ValueError(f"cannot set a setting of type {type_name}")
 
 
 def _replace_prefix(value, old: str, new: str):

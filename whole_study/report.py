@@ -533,7 +533,7 @@ def _mlp_details(out_dir, results) -> list:
                    f"time: {timing['seconds_per_epoch_fused']:.2f} s per epoch for all {timing['members']} settings together "
                    f"({timing['seconds_per_epoch_per_setting']:.3f} s per setting), {timing['steps_per_epoch']} steps per epoch, "
                    f"{timing['ms_per_step_fused']:.2f} ms per fused step ({timing['ms_per_step_per_setting']:.3f} ms per setting)",
-                   f"TensorBoard: tensorboard --logdir {out_dir / 'mlp'} (one run per setting: curves, HParams"
+                   "TensorBoard: tensorboard --logdir mlp, in this report's folder (one run per setting: curves, HParams"
                    + (", pictures" if profile.get("pictures") else "") + ")"]),
         *_figure(results, "mlp", "curves", "Loss and accuracy per epoch (solid: training, dashed: validation)"),
     ]
