@@ -241,6 +241,16 @@ def test_ctrl_c_names_the_part_keeps_finished_ones_and_a_rerun_resumes(synthetic
     assert (out / "cluster" / "results.json").is_file() and (out / "report.html").is_file()
 
 
+def test_readme_block_from_the_results(first_run, tmp_path, capsys):
+    assert run_study_main(["--readme-results", "--out", str(first_run)]) == 0
+    block = capsys.readouterr().out
+    assert block.startswith("(Not README's numbers: not full runs on the Kaggle data: mlp (quick, custom, first 8000 rows)")
+    for start in ("- MLP sweep (2 epochs, 6 settings fused)", "- `pca_forest`: ", "- `embed`: ", "- `cluster`: "):
+        assert any(line.startswith(start) for line in block.splitlines()), start
+    assert run_study_main(["--readme-results", "--out", str(tmp_path / "nothing")]) == 2
+    assert "no study results" in capsys.readouterr().err
+
+
 # Bad input -------------------------------------------------------------------------------------
 
 

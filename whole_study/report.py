@@ -140,12 +140,13 @@ def _not_comparable(entry: dict, part_results: dict) -> str:
         return f"another machine and framework (the reference: Keras on its CPU; here: {device})"
     if "kaggle_data" in requires and not conditions.get("kaggle_data", False):
         return "not the Kaggle data"
-    if "all_rows" in requires and not conditions.get("all_rows", False):
-        return f"--limit-rows {conditions.get('limit_rows')} (first rows of each CSV only)"
+    reasons = []
     if "full_profile" in requires and not conditions.get("full_profile", False):
         profile = conditions.get("profile", "?")
-        return "quick profile" if profile == "quick" else f"profile {profile!r}, not the reference's settings"
-    return ""
+        reasons.append("quick profile" if profile == "quick" else f"profile {profile!r}, not the reference's settings")
+    if "all_rows" in requires and not conditions.get("all_rows", False):
+        reasons.append(f"only the first {conditions.get('limit_rows'):,} rows of each CSV")
+    return "; ".join(reasons)
 
 
 def _judge(entry: dict, measured, spread, seeds, results: dict, part_results: dict) -> tuple[str, str]:
@@ -411,7 +412,7 @@ def _forest_details(name: str):
         best = grid["best"]
         blocks = [Bullets([
             f"grid: n_estimators {grid['n_estimators']} x max_depth {grid['max_depth']} ({len(grid['cells'])} cells, "
-            f"{grid['scoring']}; {grid['forests_grown']} forests grown, depths from cache: {grid['depths_from_cache'] or 'none'}), "
+            f"{grid['scoring']}; forests grown: {grid['forests_grown']}, depths from the cache: {grid['depths_from_cache'] or 'none'}), "
             f"{_f(grid['n_train_rows'])} training rows, {grid['n_features']} features, on {grid['backend']}",
             f"best on validation: n_estimators {best['n_estimators']}, max_depth {best['max_depth']}: accuracy "
             f"{best['val_accuracy']:.5f}, precision {best['val_precision']:.4f}, recall {best['val_recall']:.4f}, F1 {best['val_f1']:.4f}",
