@@ -182,6 +182,37 @@ def test_mds_reference_parameters_are_explicit_and_silent():
     assert expected["max_iter"] == 300 and expected["normalized_stress"] is False and expected["n_jobs"] is None
     assert model.stress_ > 0 and 1 <= model.n_iter_ <= 300
     assert 0 < model.stress_1_ < 1
+    assert model.init_draws_ == "serial"
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2, -1])
+def test_mds_in_parallel_draws_one_seed_per_init_whatever_the_worker_count(n_jobs):
+    """n_jobs set: scikit-learn's parallel branch (one seed per init, drawn from random_state
+    first) for any worker count, one included, so the map depends on the seed only; it is the
+    best of n_init single runs started from those seeds, and not the serial loop's map."""
+    from sklearn.utils import check_random_state
+
+    X, _ = synthetic_arrays(40, seed=2)
+    params = dict(n_init=3, max_iter=60, random_state=5, backend="sklearn")
+    parallel = MDS(**params, n_jobs=n_jobs)
+    embedding = parallel.fit_transform(X)
+    assert parallel.init_draws_ == "seeded" and parallel.params_["n_jobs"] >= 2
+    assert parallel.params_["n_init"] == 3 and parallel.params_["max_iter"] == 60 and parallel.params_["eps"] > 0
+
+    seeds = check_random_state(5).randint(np.iinfo(np.int32).max, size=3)
+    singles = [MDS(n_init=1, max_iter=60, random_state=int(seed), backend="sklearn") for seed in seeds]
+    maps = [single.fit_transform(X) for single in singles]
+    best = int(np.argmin([single.stress_ for single in singles]))
+    np.testing.assert_allclose(embedding, maps[best], rtol=1e-9, atol=1e-9 * np.abs(maps[best]).max())
+    assert parallel.stress_ == pytest.approx(singles[best].stress_, rel=1e-9)
+
+    serial = MDS(**params).fit_transform(X)
+    assert not np.allclose(embedding, serial)  # other random starts than the serial loop
+
+
+def test_mds_refuses_zero_workers():
+    with pytest.raises(ValueError):
+        MDS(n_jobs=0, backend="sklearn").fit(synthetic_arrays(20, seed=0)[0])
 
 
 def test_reference_mds_eps_follows_the_convergence_test():

@@ -60,7 +60,15 @@ REFERENCE_MDS = {
     "init": "random",
     "max_iter": 300,
     "normalized_stress": False,
-    "n_jobs": None,  # n_jobs > 1 draws other seeds for the n_init runs than the serial loop
+    # The inits one after another, each drawing its start from the one random stream in turn.
+    # scikit-learn with n_jobs > 1 first draws one seed per init and starts each init from its
+    # own seed: other starts, so another map for the same random_state (see MDS's n_jobs).
+    "n_jobs": None,
+}
+# How the inits' random starts are drawn, by MDS's n_jobs (None, or a number of workers).
+MDS_INIT_DRAWS = {
+    "serial": "the inits one after another, each start drawn in turn from one random_state stream (n_jobs=None)",
+    "seeded": "one seed per init drawn first from random_state, the inits run in parallel (n_jobs set)",
 }
 
 
@@ -343,17 +351,34 @@ class MDS(_Embedding):
     Like scikit-learn's MDS it has no ``transform``: SMACOF places only the rows it was fitted
     on. Data are float64.
 
-    Fitted: ``embedding_``, ``estimator_``, ``place_``, ``params_``, ``stress_`` (raw stress),
-    ``stress_1_`` (normalised), ``n_iter_``, ``n_features_in_``.
+    ``n_jobs`` says how the ``n_init`` SMACOF runs are drawn and run; the algorithm, its
+    settings and the choice of the run with the lowest stress are the same either way:
+
+    * None (the default, the reference's): scikit-learn's serial loop. The runs go one after
+      another, each drawing its random start from the one ``random_state`` stream in turn.
+    * a number of workers (-1: all cores): scikit-learn's parallel branch. One seed per run is
+      drawn from ``random_state`` first, each run starts from its own seed, and the runs go in
+      parallel processes (up to ``n_init`` at once). Other random starts than the serial loop,
+      so another map for the same ``random_state``; the same map for any number of workers,
+      including one core (a count that would come to one worker is given to scikit-learn as 2,
+      which is what makes it take this branch; two workers on one core take about as long as
+      the loop).
+
+    Fitted: ``embedding_``, ``estimator_``, ``place_``, ``params_`` (``n_jobs`` as given to
+    scikit-learn), ``init_draws_`` ("serial" or "seeded", see :data:`MDS_INIT_DRAWS`),
+    ``stress_`` (raw stress), ``stress_1_`` (normalised), ``n_iter_``, ``n_features_in_``.
     """
 
     algorithm = "mds"
 
-    def __init__(self, n_init: int = 4, max_iter: int = 300, random_state=None, backend: str = "auto") -> None:
+    def __init__(
+        self, n_init: int = 4, max_iter: int = 300, random_state=None, backend: str = "auto", n_jobs=None
+    ) -> None:
         self.n_init = n_init
         self.max_iter = max_iter
         self.random_state = random_state
         self.backend = backend
+        self.n_jobs = n_jobs
 
     def fit_transform(self, X, y=None) -> np.ndarray:
         import sklearn
@@ -361,8 +386,15 @@ class MDS(_Embedding):
 
         X = validate_data(self, X, dtype=np.float64)
         factory = self._implementation()
+        if self.n_jobs is None:
+            workers, self.init_draws_ = None, "serial"
+        else:
+            from joblib import effective_n_jobs
+
+            workers, self.init_draws_ = max(2, min(int(self.n_init), effective_n_jobs(self.n_jobs))), "seeded"
         self.params_ = sklearn_mds_kwargs(
-            _param_names(factory), sklearn.__version__, self.random_state, n_init=int(self.n_init), max_iter=int(self.max_iter)
+            _param_names(factory), sklearn.__version__, self.random_state, n_init=int(self.n_init),
+            max_iter=int(self.max_iter), n_jobs=workers,
         )
         self.estimator_ = factory(**self.params_)
         self.embedding_ = to_numpy(self.estimator_.fit_transform(X)).astype(np.float64)
