@@ -3,7 +3,8 @@
 The estimators (:class:`~reduction.estimators.KMeans`, :class:`~reduction.estimators.GaussianMixture`)
 and :func:`~reduction.estimators.clustering.silhouette` live in :mod:`reduction.estimators.clustering`.
 
-* :func:`kmeans_sweep` / :func:`mixture_sweep` fit one model per k with progress lines.
+* :func:`kmeans_sweep` / :func:`mixture_sweep` fit one model per k with progress lines (the
+  mixtures' k's in parallel threads with ``n_jobs``).
 * k-choice rules are pure functions: :func:`k_by_best_silhouette`, :func:`k_by_elbow`,
   :func:`k_by_lowest` (lowest BIC); :data:`KMEANS_K_RULES` names the K-Means ones.
 * :func:`cluster_purity`: ARI, NMI and majority-label purity against true labels;
@@ -54,6 +55,7 @@ class MixtureSweep:
     fit_seconds: list[float]
     place: str
     init_place: str
+    workers: int = 1  # k's fitted at once (1: one after another)
     models: dict[int, GaussianMixture] = field(repr=False, default_factory=dict)
 
 
@@ -99,43 +101,84 @@ def kmeans_sweep(
 
 def mixture_sweep(
     X, ks, *, n_init=10, max_iter=100, tol=1e-3, reg_covar=1e-6, init_params="kmeans", covariance_type="full",
-    random_state=None, backend="auto", progress=False,
+    random_state=None, backend="auto", progress=False, n_jobs=None,
 ) -> MixtureSweep:
     """Fit a ``GaussianMixture`` for every k; AIC and BIC on the fitted rows per k.
 
+    ``n_jobs``: None fits one k after another (BLAS and OpenMP threads as configured). A number
+    of workers (-1: all cores) fits up to that many k's at once in threads, the largest k first,
+    each with one BLAS/OpenMP thread (the EM's matrix products release the GIL). Every k's fit
+    is the same either way (its own ``random_state``, nothing shared between k's); only the
+    floating-point rounding of the matrix products may differ with the BLAS thread count. One
+    k's products are too small to keep several BLAS threads busy, and BLAS threads that spin-wait
+    for each other on a machine whose cores are taken slow EM down many times over; a k per
+    core avoids both. The Array API path (a GPU) runs one k after another whatever ``n_jobs``
+    says: the k's would only queue on the one device. ``fit_seconds`` are each fit's own wall
+    time, which overlap when k's run at once.
+
     A fit that fails for an ill-defined covariance raises :class:`MixtureFitError` naming k.
     """
+    from reduction.backend import select_backend
+
     X = np.ascontiguousarray(X, dtype=np.float64)
     ks = check_ks(ks, len(X))
     bar = Progress(len(ks), "gaussian mixture") if progress else None
+    params = dict(covariance_type=covariance_type, tol=tol, reg_covar=reg_covar, max_iter=max_iter, n_init=n_init,
+                  init_params=init_params, backend=backend, random_state=random_state)
     sweep = MixtureSweep(ks, [], [], [], [], [], [], "", "")
+
+    def report(k: int, model: GaussianMixture, bic: float, aic: float) -> None:
+        if bar:
+            note = "" if model.converged_ else ", NOT converged"
+            bar.step(f"k={k}: BIC {bic:.6g}, AIC {aic:.6g} ({model.fit_seconds_:.1f} s{note})")
+
+    done: dict[int, tuple[GaussianMixture, float, float]] = {}
+    if n_jobs is None or select_backend(backend).name != "sklearn":
+        for k in ks:
+            done[k] = _fit_mixture(X, k, params)
+            report(k, *done[k])
+    else:
+        from joblib import Parallel, delayed, effective_n_jobs
+        from threadpoolctl import threadpool_limits
+
+        workers = sweep.workers = max(1, min(effective_n_jobs(n_jobs), len(ks)))
+        with threadpool_limits(limits=1):
+            def fit(k: int):
+                return k, _fit_mixture(X, k, params)
+
+            fits = Parallel(n_jobs=workers, prefer="threads", return_as="generator_unordered")(
+                delayed(fit)(k) for k in sorted(ks, reverse=True)
+            )
+            for k, fitted in fits:  # reported as they finish
+                done[k] = fitted
+                report(k, *fitted)
     for k in ks:
-        model = GaussianMixture(
-            k, covariance_type=covariance_type, tol=tol, reg_covar=reg_covar, max_iter=max_iter, n_init=n_init,
-            init_params=init_params, backend=backend, random_state=random_state,
-        )
-        try:
-            model.fit(X)
-        except Exception as exc:
-            # scikit-learn raises ValueError for an ill-defined covariance on NumPy; on torch the
-            # Cholesky failure surfaces as torch's LinAlgError.
-            ill_defined = isinstance(exc, ValueError) and "ill-defined empirical covariance" in str(exc)
-            if not (ill_defined or type(exc).__name__ == "LinAlgError"):
-                raise
-            reason = str(exc).split(". ")[0].splitlines()[0]
-            raise MixtureFitError(f"the Gaussian mixture with k={k} could not be fitted: {reason}") from exc
+        model, bic, aic = done[k]
         sweep.models[k] = model
-        sweep.aic.append(model.aic(X))
-        sweep.bic.append(model.bic(X))
+        sweep.aic.append(aic)
+        sweep.bic.append(bic)
         sweep.lower_bound.append(model.lower_bound_)
         sweep.converged.append(model.converged_)
         sweep.n_iter.append(model.n_iter_)
         sweep.fit_seconds.append(model.fit_seconds_)
         sweep.place, sweep.init_place = model.place_, model.init_place_
-        if bar:
-            note = "" if model.converged_ else ", NOT converged"
-            bar.step(f"k={k}: BIC {sweep.bic[-1]:.6g}, AIC {sweep.aic[-1]:.6g} ({model.fit_seconds_:.1f} s{note})")
     return sweep
+
+
+def _fit_mixture(X, k: int, params: dict) -> tuple[GaussianMixture, float, float]:
+    """(fitted mixture, BIC, AIC) for one k; :class:`MixtureFitError` for an ill-defined covariance."""
+    model = GaussianMixture(k, **params)
+    try:
+        model.fit(X)
+    except Exception as exc:
+        # scikit-learn raises ValueError for an ill-defined covariance on NumPy; on torch the
+        # Cholesky failure surfaces as torch's LinAlgError.
+        ill_defined = isinstance(exc, ValueError) and "ill-defined empirical covariance" in str(exc)
+        if not (ill_defined or type(exc).__name__ == "LinAlgError"):
+            raise
+        reason = str(exc).split(". ")[0].splitlines()[0]
+        raise MixtureFitError(f"the Gaussian mixture with k={k} could not be fitted: {reason}") from exc
+    return model, model.bic(X), model.aic(X)
 
 
 # --------------------------------------------------------------------------------------------

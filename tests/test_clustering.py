@@ -168,6 +168,44 @@ def test_mixture_sweep_reports_fits_that_did_not_converge(blobs):
     assert sweep.converged == [False, False]
 
 
+def test_mixture_sweep_with_parallel_ks_fits_what_the_serial_sweep_fits(blobs, caplog):
+    """k's in parallel threads (one BLAS thread each, largest k first) give every k the fit the
+    one-after-another sweep gives it; the results stay in k order."""
+    import logging
+
+    from labkit.progress import logger
+
+    X, y = blobs
+    serial = mixture_sweep(X, [2, 3, 4, 5, 6], n_init=2, random_state=42, backend="sklearn")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger=logger.name):
+            parallel = mixture_sweep(X, [6, 2, 4, 3, 5], n_init=2, random_state=42, backend="sklearn", n_jobs=2,
+                                     progress=True)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert serial.workers == 1 and parallel.workers == 2
+    assert parallel.ks == serial.ks == [2, 3, 4, 5, 6] and list(parallel.models) == serial.ks
+    np.testing.assert_allclose(parallel.bic, serial.bic, rtol=1e-9)
+    np.testing.assert_allclose(parallel.aic, serial.aic, rtol=1e-9)
+    np.testing.assert_allclose(parallel.lower_bound, serial.lower_bound, rtol=1e-9)
+    assert parallel.n_iter == serial.n_iter and parallel.converged == serial.converged
+    for k in serial.ks:
+        assert cluster_purity(serial.models[k].labels_, parallel.models[k].labels_)["ari"] == pytest.approx(1.0)
+    lines = {message for message in caplog.messages if message.startswith("[gaussian mixture")}
+    assert sorted(line.split("]")[0] for line in lines) == [f"[gaussian mixture {i}/5" for i in range(1, 6)]
+    assert all(f"k={k}:" in caplog.text for k in serial.ks)
+
+
+@pytest.mark.parametrize("n_jobs", [None, 2])
+def test_mixture_sweep_names_the_k_that_cannot_be_fitted(n_jobs):
+    from reduction.estimators.clustering import MixtureFitError
+
+    collapsed = np.repeat(np.eye(3), 10, axis=0)  # three points, ten times each: no covariance without reg_covar
+    with pytest.raises(MixtureFitError, match=r"k=\d could not be fitted: .*ill-defined empirical covariance"):
+        mixture_sweep(collapsed, [2, 3], n_init=1, reg_covar=0.0, random_state=0, backend="sklearn", n_jobs=n_jobs)
+
+
 def test_mixture_is_deterministic_and_samples(blobs):
     X, _ = blobs
     a = GaussianMixture(4, n_init=2, random_state=42, backend="sklearn").fit(X)

@@ -16,7 +16,8 @@ axes, and the mixture's generated rows map back to pixels through the same PCA.
    images of each cluster with their true letters, and how pure the clusters are (ARI, NMI,
    majority-letter purity, per-cluster majority letter and share).
 5. Gaussian mixtures (:func:`_mixture_step`; full covariances, scikit-learn's defaults,
-   ``n_init=10``, ``random_state=42``) for the same ks; AIC and BIC per k; k chosen by lowest
+   ``n_init=10``, ``random_state=42``; the k's fitted in parallel threads, ``gmm_n_jobs``) for
+   the same ks; AIC and BIC per k; k chosen by lowest
    BIC; images and purity per cluster as above; 20 new rows drawn with ``sample(20)`` from the
    chosen mixture, mapped back to pixels with the PCA's ``inverse_transform`` and clipped to 0..255.
 
@@ -71,6 +72,9 @@ class Profile:
     kmeans_init: str = "random"
     gmm_init_params: str = "kmeans"  # scikit-learn's default, which the reference used
     k_rule: str = "silhouette"
+    # The mixtures' k's fitted in parallel threads, one BLAS thread each (None: one k after
+    # another). The same fits either way; see reduction.cluster_sweeps.mixture_sweep.
+    gmm_n_jobs: int | None = -1
 
     def __post_init__(self):
         object.__setattr__(self, "ks", tuple(check_ks(self.ks)))
@@ -217,6 +221,7 @@ def _mixture_step(study: StudyRun, profile: Profile, sample: Sample, ks: list[in
             gm = mixture_sweep(
                 sample.features, ks, n_init=profile.gmm_n_init, max_iter=profile.gmm_max_iter,
                 init_params=profile.gmm_init_params, random_state=cluster_seed, backend=study.backend.name, progress=True,
+                n_jobs=profile.gmm_n_jobs,
             )
             step.place = gm.place
     except MixtureFitError as exc:
@@ -238,7 +243,8 @@ def _mixture_step(study: StudyRun, profile: Profile, sample: Sample, ks: list[in
         "place": gm.place,
         "init_place": gm.init_place,
         "params": {"covariance_type": "full", "init_params": profile.gmm_init_params, "n_init": profile.gmm_n_init,
-                   "max_iter": profile.gmm_max_iter, "tol": 1e-3, "reg_covar": 1e-6, "random_state": cluster_seed},
+                   "max_iter": profile.gmm_max_iter, "tol": 1e-3, "reg_covar": 1e-6, "random_state": cluster_seed,
+                   "n_jobs": profile.gmm_n_jobs, "k_workers": gm.workers},
         "ks": gm.ks,
         "aic": gm.aic,
         "bic": gm.bic,
