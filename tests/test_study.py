@@ -270,6 +270,13 @@ def test_bad_input_is_one_line_and_exit_2(extra, message, synthetic, tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
+def test_settings_that_cannot_work_with_the_data_name_the_part(synthetic, tmp_path, capsys):
+    args = study_args(synthetic, tmp_path / "out", "--parts", "cluster", "--set", "cluster.sample_size=5000")
+    assert run_study_main(args) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: in part cluster: the sample of 5000 rows")
+    assert not (tmp_path / "out" / "cluster").exists() and not (tmp_path / "out" / ".partial").exists()
+
+
 def test_missing_data_is_one_line_and_exit_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert run_study_main(["--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "out"), "--quick"]) == 2
@@ -320,6 +327,12 @@ def test_verdicts():
     row = report_module.compare(noisy, _results(0.82, profile="quick"))
     assert (row["verdict"], row["reason"]) == ("not comparable", "quick profile")
     assert report_module.compare(noisy, {})["verdict"] == "not run"
+    limited = _results(0.82, profile="quick")
+    limited["mlp"]["study_part"]["conditions"].update(all_rows=False, limit_rows=8000)
+    strict = {**noisy, "requires": ["kaggle_data", "all_rows", "full_profile"]}
+    assert report_module.compare(strict, limited)["reason"] == "quick profile; only the first 8,000 rows of each CSV"
+    limited["mlp"]["study_part"]["conditions"]["kaggle_data"] = False
+    assert report_module.compare(strict, limited)["reason"] == "not the Kaggle data"
 
     rounded = _entry(kind="rounded", value=31.0377, decimals=4, scale=100, unit="%", requires=[],
                      path=[["pca_forest", "pca", "variance_first_two", 0]])

@@ -28,8 +28,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datamodules.csv_io import DataError
+from labkit.errors import SettingsError
 from labkit.files import write_json
 from labkit.progress import Interrupted, interruption_message, report, stage
+from reduction.backend import BackendError
 from whole_study import fingerprint as fp
 from whole_study.parts import PART_NAMES, PARTS, REDUCTION_PARTS, Plan, StudyConfig, StudyContext, elapsed_text, library_versions
 
@@ -193,9 +196,11 @@ def _compute(name: str, plan: Plan, context: StudyContext, print_: dict, identit
         inner = interruption_message(exc).removeprefix("interrupted").strip()
         kept = f"finished parts are kept ({', '.join(finished)})" if finished else "no part had finished"
         raise Interrupted(f"{where}{', ' + inner if inner else ''}; {kept}; a rerun resumes at {name}") from None
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         _remove_if_empty(out_dir / PARTIAL)
+        if isinstance(exc, (SettingsError, DataError, BackendError)):  # one line for the user: say which part
+            raise type(exc)(f"in part {name}: {exc}") from None
         raise
     if final.exists():
         os.replace(final, old)
