@@ -38,7 +38,7 @@ def study_args(data_dir, out, *extra, tiny=TINY):
     return [*args, *extra]
 
 
-def run_study_main(args, capsys=None):
+def run_study_main(args):
     """scripts/study.py's main through run_main, in this process, on one BLAS thread."""
     from threadpoolctl import threadpool_limits
 

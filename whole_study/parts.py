@@ -439,7 +439,3 @@ def elapsed_text(seconds: float) -> str:
         return f"{minutes} min {secs:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
-
-
-def now_text() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z")

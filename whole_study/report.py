@@ -524,7 +524,7 @@ def _mlp_details(out_dir, results) -> list:
              spread(row, "best_val_loss"), ", ".join(str(s) for s in row["seeds"])] for row in part["settings"]]
     blocks = [
         Para(f"{profile['epochs']} epochs, batch {profile['batch_size']}, all settings trained fused on {timing['device']}"
-             + (f"; mean ± sd over seeds" if several else "; one seed per setting") + "."),
+             + ("; mean ± sd over seeds" if several else "; one seed per setting") + "."),
         Table(["activation", "learning rate", "test loss", "test accuracy", "best validation accuracy", "best validation loss", "seeds"],
               rows, numeric={1, 2, 3, 4, 5}),
         Bullets([f"best learning rate for {act} (on validation): {best['lr']:g}, validation accuracy {best['best_val_acc']:.4f}, "
