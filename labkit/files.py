@@ -23,10 +23,22 @@ def atomic_path(path: str | os.PathLike):
     os.close(handle)
     try:
         yield Path(tmp)
+        # mkstemp makes the file private (0600); a results file gets the permissions any new file
+        # gets here (0666 less the umask), as a plain open() would have given it.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; put it back at once
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # once, at import: setting it later could race with other threads' files
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

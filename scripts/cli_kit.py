@@ -10,17 +10,15 @@ reports progress through ``logging``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import re
 import sys
-import time
 from pathlib import Path
 
 from datamodules.csv_io import DataError
 from labkit.errors import SettingsError
-from labkit.files import write_json  # noqa: F401  (re-exported for the scripts)
+from labkit.files import write_json  # noqa: F401  (the scripts take it from here)
 
 USAGE_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
@@ -159,8 +157,23 @@ def configure_logging(level: int = logging.INFO) -> None:
         logger.addHandler(_StderrHandler())
         logger.propagate = False
     logger.setLevel(level)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_utilities"):
+    # Lightning puts "lightning.pytorch" back to INFO when it is first imported, which may come
+    # later (the scripts import it lazily); the loggers its info lines come from are below that
+    # one, and a level set on them stays.
+    for name in LIGHTNING_INFO_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# Where Lightning's rank-zero info lines ("GPU available", tips, its Ctrl-C message) and its
+# device lines are logged.
+LIGHTNING_INFO_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning_utilities.core.rank_zero",
+    "lightning.pytorch.accelerators.cuda",
+    "lightning.fabric.utilities.distributed",
+    "lightning.pytorch.utilities.distributed",
+)
 
 
 def run_main(main, argv=None, kept_on_interrupt: str | None = None) -> int:

@@ -22,7 +22,7 @@ enable_scipy_array_api()
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from cli_kit import ArgumentParser, add_study_arguments, configure_logging, parsed_by, positive_int, run_main  # noqa: E402
+from cli_kit import ArgumentParser, add_study_arguments, parsed_by, positive_int, run_main  # noqa: E402
 from whole_study.parts import PART_NAMES, parse_override, parse_parts  # noqa: E402
 
 
@@ -66,13 +66,6 @@ def main(argv=None) -> int:
         return 0
     from whole_study.parts import StudyConfig
     from whole_study.runner import run_study
-
-    if "mlp" in args.parts:
-        # Lightning sets its loggers to INFO when first imported; import it now and quieten them again
-        # (its "GPU available" lines are noise here: the MLP part reports the device it uses).
-        import lightning_modules  # noqa: F401
-
-        configure_logging()
 
     config = StudyConfig(
         data_dir=str(args.data_dir) if args.data_dir else None, seed=args.seed, backend=args.backend,
