@@ -37,8 +37,12 @@ def build_parser() -> ArgumentParser:
     )
     grid = parsed_by(parse_grid_axis)
     add_study_arguments(parser, "pca_forest", quick_help="small grids and a training-row sample for the forests")
+    parser.add_argument("--grid-method", choices=["truncate", "per_depth"], default=None,
+                        help="truncate (default on scikit-learn): one forest per grid, every max_depth cell scored by "
+                        "cutting its trees at that depth; per_depth: one forest per depth, exact (the earlier way, "
+                        "and cuML's)")
     parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="where finished grid depths are kept, to resume (default OUT/grid_cache)")
+                        help="where finished grids (or grid depths) are kept, to resume (default OUT/grid_cache)")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the grid cache")
     parser.add_argument("--raw-trees", type=grid, default=None, metavar="GRID", help="n_estimators grid on raw pixels")
     parser.add_argument("--raw-depths", type=grid, default=None, metavar="GRID", help="max_depth grid on raw pixels")
@@ -68,6 +72,7 @@ def main(argv=None) -> None:
         pca_n_estimators=args.pca_trees,
         pca_max_depth=args.pca_depths,
         forest_train_rows=args.forest_rows,
+        forest_method=args.grid_method,
     )
     cache_dir = None if args.no_cache else (args.cache_dir or args.out / "grid_cache")
     if args.quiet:

@@ -60,7 +60,24 @@ def test_datamodule_serves_float_images_and_letters(synthetic_data_dir):
     assert labels.dtype == torch.int64 and int(labels.max()) < datamodule.num_classes == 25
     assert images.max() > 1  # raw 0-255 pixel values: the model normalises them
     assert datamodule.letters[0] == "A" and datamodule.letters[24] == "Y"
-    assert len(datamodule.val_dataloader()) == int(np.ceil(len(datamodule.arrays.val_labels) / 16))
+    assert len(datamodule.train_dataloader()) == int(np.ceil(len(datamodule.arrays.train_labels) / 16))
+    # Evaluation goes in larger batches (it changes no number, only the per-batch overhead).
+    assert len(datamodule.val_dataloader()) == int(np.ceil(len(datamodule.arrays.val_labels) / 1024))
+
+
+def test_evaluation_batch_size_changes_no_test_number(synthetic_data_dir):
+    results = []
+    for eval_batch_size in (7, 1024):
+        L.seed_everything(0, verbose=False)
+        datamodule = SignMNISTDataModule(synthetic_data_dir, batch_size=16, eval_batch_size=eval_batch_size)
+        datamodule.setup("fit")
+        model = MLPClassifier().adapt(datamodule.train_images)
+        trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, accelerator="cpu")
+        trainer.fit(model, datamodule)
+        results.append(trainer.test(model, datamodule, verbose=False)[0])
+    assert results[0]["test/acc"] == results[1]["test/acc"]
+    assert results[0]["test/loss"] == pytest.approx(results[1]["test/loss"], rel=1e-5)
 
 
 def test_label_beyond_the_outputs_is_a_clear_error(tmp_path):

@@ -230,3 +230,13 @@ def test_ctrl_c_in_a_per_depth_grid_keeps_finished_depths(synthetic_data_dir, tm
     results = pca_forest.run(profile, data, tmp_path / "out", "sklearn", seed=22, cache_dir=cache)
     assert results["forests"]["raw"]["method"] == "per_depth" and results["forests"]["raw"]["depths_from_cache"] == [2]
     assert results["forests"]["raw"]["forests_grown"] == 2 and results["profile"]["forest_method"] == "per_depth"
+
+
+def test_grid_method_flag_chooses_the_way_the_grid_is_scored(script, synthetic_data_dir, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--data-dir", str(synthetic_data_dir), "--out", str(out), "--backend", "sklearn", "--no-cache",
+            "--grid-method", "per_depth", *TINY_GRIDS]
+    assert run(script, argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["profile"]["forest_method"] == "per_depth"
+    assert results["forests"]["raw"]["method"] == results["forests"]["pca"]["method"] == "per_depth"
