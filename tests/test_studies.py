@@ -18,7 +18,7 @@ from reduction.backend import BackendError
 from reduction.studies import cluster, common, embed, pca_forest
 
 STUDIES = {"pca_forest": pca_forest, "embed": embed, "cluster": cluster}
-COMMON_KEYS = ["study", "profile", "seed", "backend", "data", "steps", "figures", "versions"]
+COMMON_KEYS = ["study", "profile", "seed", "backend", "data", "steps", "figures", "tensorboard", "versions"]
 
 # Small enough for seconds on the synthetic CSVs (480 rows in the training part).
 TINY = {
@@ -87,6 +87,22 @@ def test_the_three_results_share_one_layout(runs):
         assert versions in (None, results["versions"])
         versions = results["versions"]
         assert all(isinstance(line, str) for line in STUDIES[name].summary_lines(results))
+
+
+def test_each_study_writes_its_figures_and_headline_numbers_to_tensorboard(runs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for name, (results, out) in runs.items():
+        events = EventAccumulator(str(out / results["tensorboard"]), size_guidance={"images": 0})
+        events.Reload()
+        assert set(events.Tags()["images"]) == {f"{name}/{key}" for key in results["figures"]}, name
+        scalars = events.Tags()["scalars"]
+        assert scalars and all(tag.startswith(f"{name}/") for tag in scalars), name
+        assert not [p for p in out.iterdir() if p.name.startswith(".")], name  # no partial run left
+    pca_forest = runs["pca_forest"][0]
+    events = EventAccumulator(str(runs["pca_forest"][1] / "tensorboard"))
+    events.Reload()
+    assert events.Scalars("pca_forest/raw/test_accuracy")[-1].value == pytest.approx(pca_forest["test"]["raw"]["test_accuracy"])
 
 
 def test_each_study_keeps_its_own_sections(runs):

@@ -141,9 +141,13 @@ def run(
 
     kmeans = _kmeans_step(study, profile, sample, ks, cluster_seed)
     gmm = _mixture_step(study, profile, sample, ks, pca, cluster_seed)
+    headline = {f"{name}/{key}": value for name, part in (("kmeans", kmeans), ("gmm", gmm))
+                for key, value in (("chosen_k", part["chosen_k"]), ("ari", part["purity"]["ari"]),
+                                   ("nmi", part["purity"]["nmi"]))}
     return study.results(
         profile,
         seed,
+        headline=headline,
         data={
             **split_rows(data),
             "sample_size": int(len(images)),

@@ -47,14 +47,24 @@ class StudyRun:
         self.figures[key] = Path(path).relative_to(self.out_dir).as_posix()
         return self.figures[key]
 
-    def results(self, profile, seed: int, data: dict, **sections) -> dict:
-        """The results file's layout, the same for every study.
+    def results(self, profile, seed: int, data: dict, headline: dict[str, float | None], **sections) -> dict:
+        """The results file's layout, the same for every study; also the study's TensorBoard run.
 
         ``study``, ``profile`` (the profile's fields), ``seed``, ``backend`` (``requested``,
         ``selected``), ``data`` (row counts), ``steps`` ({name: {"seconds", "place"}}, in the order
         they finished, ending with ``total``), ``figures`` ({key: path relative to the output
-        folder}), ``versions``; then the study's own ``sections``.
+        folder}), ``tensorboard`` (the run holding the figures as images and the ``headline``
+        numbers as scalars, relative to the output folder), ``versions``; then the study's own
+        ``sections``.
         """
+        from labkit.board import write_board
+
+        with self.timer.step("tensorboard"):
+            write_board(
+                self.out_dir / "tensorboard",
+                images={f"{self.study}/{key}": self.out_dir / path for key, path in self.figures.items()},
+                scalars={f"{self.study}/{name}": value for name, value in headline.items()},
+            )
         self.timer.record("total", self.timer.elapsed())
         return {
             "study": self.study,
@@ -64,6 +74,7 @@ class StudyRun:
             "data": data,
             "steps": self.timer.as_dict(),
             "figures": dict(self.figures),
+            "tensorboard": "tensorboard",
             "versions": versions(),
             **sections,
         }

@@ -88,7 +88,9 @@ def run(
     for number, method in enumerate(methods, 1):
         maps[method] = _map_step(study, method, f"{number}/{len(methods)}", profile, data, seed)
         progress.step(f"{method} done: fit {maps[method]['seconds']:.1f} s on {maps[method]['place']}")
-    return study.results(profile, seed, data=split_rows(data), methods=maps)
+    headline = {f"{method}/{score}": entry[score] for method, entry in maps.items()
+                for score in ("trustworthiness", "knn_accuracy")}
+    return study.results(profile, seed, data=split_rows(data), headline=headline, methods=maps)
 
 
 def _map_step(study: StudyRun, method: str, count: str, profile: Profile, data, seed: int) -> dict:

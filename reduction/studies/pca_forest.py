@@ -156,9 +156,16 @@ def run(
     tests = {name: _refit_step(study, name, grids[name].best_, fits, data.test_labels) for name in FEATURE_NAMES}
     fit_time = _fit_time_step(study, grids, fits)
 
+    headline = {
+        "n_components_95": pca_results["n_components_95"],
+        **{f"{name}/test_accuracy": tests[name]["test_accuracy"] for name in FEATURE_NAMES},
+        **{f"{name}/best_val_accuracy": grids[name].best_["val_accuracy"] for name in FEATURE_NAMES},
+        "fit_time_ratio_pca_to_raw": fit_time["fit_time_ratio"],
+    }
     return study.results(
         profile,
         seed,
+        headline=headline,
         data={**split_rows(data), "forest_train_rows": len(rows)},
         pca=pca_results,
         n_components_95=pca_results["n_components_95"],
