@@ -98,7 +98,7 @@ def test_every_part_writes_its_folder_and_the_report(first_run):
     for name in PART_NAMES:
         results = json.loads((first_run / name / "results.json").read_text())
         assert results["study"] == name
-        assert list(results)[:8] == ["study", "profile", "seed", "backend", "data", "steps", "figures", "versions"]
+        assert list(results)[:9] == ["study", "profile", "seed", "backend", "data", "steps", "figures", "tensorboard", "versions"]
         assert results["study_part"]["conditions"] == {"kaggle_data": False, "all_rows": name != "mlp",
                                                         "full_profile": False, "profile": "quick, custom",
                                                         "limit_rows": 8000 if name == "mlp" else None}

@@ -241,6 +241,7 @@ class MLPPart(Part):
             "data": {"n_train": rows["train"], "n_val": rows["val"], "n_test": rows["test"], "limit_rows": plan.limit_rows},
             "steps": timer.as_dict(),
             "figures": {"curves": "curves.png"},
+            "tensorboard": ".",  # one TensorBoard run per setting, in <act>_lr<lr>/ here
             "versions": {**versions(), "lightning": _distribution_version("lightning")},
             "settings": summary["settings"],
             "runs": summary["runs"],

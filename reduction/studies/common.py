@@ -59,12 +59,11 @@ class StudyRun:
         """
         from labkit.board import write_board
 
-        with self.timer.step("tensorboard"):
-            write_board(
-                self.out_dir / "tensorboard",
-                images={f"{self.study}/{key}": self.out_dir / path for key, path in self.figures.items()},
-                scalars={f"{self.study}/{name}": value for name, value in headline.items()},
-            )
+        write_board(
+            self.out_dir / "tensorboard",
+            images={f"{self.study}/{key}": self.out_dir / path for key, path in self.figures.items()},
+            scalars={f"{self.study}/{name}": value for name, value in headline.items()},
+        )
         self.timer.record("total", self.timer.elapsed())
         return {
             "study": self.study,
