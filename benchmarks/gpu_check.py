@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 
-# SciPy reads this once, on its first import: scikit-learn's Array API dispatch needs it.
-os.environ.setdefault("SCIPY_ARRAY_API", "1")
+from reduction.backend import enable_scipy_array_api
+
+enable_scipy_array_api()  # before SciPy's first import: scikit-learn's Array API dispatch needs it
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
@@ -163,16 +164,10 @@ def sweeps(args, accelerator: str, where: str) -> None:
 
 
 def _clustering_module():
-    """The module with the mixture's Array API helpers (reduction.estimators.clustering since the
-    estimators moved; reduction.clustering before)."""
-    import importlib
+    """The module with the mixture's Array API helpers."""
+    import reduction.estimators.clustering
 
-    for name in ("reduction.estimators.clustering", "reduction.clustering"):
-        try:
-            return importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-    raise ModuleNotFoundError("no reduction clustering module")
+    return reduction.estimators.clustering
 
 
 def reduction_steps(args, device: str, where: str) -> None:

@@ -4,7 +4,6 @@ one-line errors with exit code 2 for bad input."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 

@@ -248,7 +248,6 @@ class MLPPart(Part):
             "best_lr_per_activation": summary["best_lr_per_activation"],
             "params": runs[0]["params"],
             "timing": timing,
-            "tensorboard": "each run's folder beside this file holds its TensorBoard events and results.json",
         }
 
     def relocate(self, staging: Path, final: Path) -> None:
