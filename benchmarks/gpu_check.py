@@ -9,7 +9,9 @@ per setting (``run_sweep``) and fused (``train_fused``), with the fused members'
 checked against the sequential runs; scikit-learn's Array API path on torch tensors of the device
 for the unsupervised part's PCA (95% of the variance, exact solver as ``reduction.PCA``) and
 Gaussian mixture (``reduction.GaussianMixture.fit_array_api``, k=25), each beside the
-same step with NumPy on the CPU. A step that fails gives a row saying why; the others still run.
+same step with NumPy on the CPU. With ``--full-sweeps``, last: the fused sweep's whole run
+(``--full-epochs``, default 100) for the 6 settings and for 6 settings x 5 seeds, the issue's GPU
+targets. A step that fails gives a row saying why; the others still run.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch  # noqa: E402
 LRS = [1e-3, 1e-5, 1e-9]
 ACTS = ["relu", "linear"]
 
+CHECKS = ["mlp", "sweeps", "reduction", "full-sweeps"]  # groups of rows, in the order they run
 rows: list[tuple[str, str, str, str]] = []
 deadline = float("inf")  # perf_counter time after which remaining checks are skipped (--budget)
 
@@ -90,11 +93,14 @@ def _epoch_seconds(model, datamodule, accelerator: str, epochs: int) -> list[flo
 def mlp_epochs(args, accelerator: str, where: str) -> None:
     from datamodules import SignMNISTDataModule
     from lightning_modules import MLPClassifier
-    from lightning_modules.fused import build_fused, member_specs
+    from lightning_modules.fused import BATCHES_PER_STEP, build_fused, member_specs
 
     datamodule = SignMNISTDataModule(args.data_dir, limit_rows=args.limit_rows)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    # The fused model as train_fused feeds it: several batches per Lightning step.
+    grouped = SignMNISTDataModule(args.data_dir, limit_rows=args.limit_rows, batches_per_step=BATCHES_PER_STEP)
+    grouped.setup("fit")
     steps = len(datamodule.train_dataloader())
     epochs = 3  # the first is a warm-up (allocator, kernels) and is not counted
 
@@ -112,10 +118,11 @@ def mlp_epochs(args, accelerator: str, where: str) -> None:
 
         @guarded(name, where)
         def fused():
-            model = build_fused(specs, datamodule.train_images)
-            seconds = statistics.median(_epoch_seconds(model, datamodule, accelerator, epochs)[1:])
+            model = build_fused(specs, grouped.train_images)
+            seconds = statistics.median(_epoch_seconds(model, grouped, accelerator, epochs)[1:])
             per_member = f"; per member {seconds / len(specs) / base:.2f}x the single MLP" if base else ""
-            row(name, where, seconds, f"{len(specs)} members{per_member}")
+            graph = f"; {model.graph_steps} of {epochs * steps} steps replayed a CUDA graph" if accelerator == "cuda" else ""
+            row(name, where, seconds, f"{len(specs)} members{per_member}{graph}")
 
         fused()
 
@@ -158,6 +165,28 @@ def sweeps(args, accelerator: str, where: str) -> None:
         row(f"sweep 6 settings x {args.epochs} epochs, fused", where, run["seconds_per_epoch"], detail)
 
     run_fused()
+
+
+def full_sweeps(args, accelerator: str, where: str) -> None:
+    """The fused sweep's whole run, 6 settings and 6 x 5 seeds: training seconds (the epochs'
+    training parts, validation excluded) and wall time (fit with validation, and test)."""
+    from lightning_modules.fused import member_specs, train_fused
+
+    for seeds in (1, 5):
+        specs = member_specs(ACTS, LRS, range(22, 22 + seeds))
+        name = f"fused sweep {len(specs)} members x {args.full_epochs} epochs"
+
+        @guarded(name, where)
+        def run():
+            result = train_fused(specs, data_dir=args.data_dir, epochs=args.full_epochs, limit_rows=args.limit_rows,
+                                 accelerator=accelerator)
+            accuracies = [m["test_acc"] for m in result["members"]]
+            row(name, where, sum(result["train_seconds"]),
+                f"training seconds; median epoch {result['seconds_per_epoch']:.3f} s; wall {result['total_seconds']:.1f} s "
+                f"with validation and test; test acc {min(accuracies):.3f}-{max(accuracies):.3f}; "
+                f"{result['graph_steps']} of {result['optimizer_steps']} steps replayed a CUDA graph")
+
+        run()
 
 
 # --- scikit-learn's Array API path ---------------------------------------------------------------
@@ -249,6 +278,9 @@ def main() -> None:
     parser.add_argument("--reduction-rows", type=int, default=None, help="first N training rows for PCA / mixture")
     parser.add_argument("--gmm-n-init", type=int, default=3, help="mixture starts (default 3; the study uses 10)")
     parser.add_argument("--no-sequential", action="store_true", help="skip the one-run-per-setting sweep")
+    parser.add_argument("--full-sweeps", action="store_true", help="also the fused sweep's whole run, 6 and 30 members (minutes)")
+    parser.add_argument("--full-epochs", type=int, default=100, help="epochs of --full-sweeps (default 100)")
+    parser.add_argument("--only", nargs="+", choices=CHECKS, default=None, help="run only these groups of checks")
     parser.add_argument("--quick", action="store_true", help="small sizes: a check that the code paths run")
     parser.add_argument("--data-dir", default=None, help="Kaggle CSVs (default: the shipped data/)")
     parser.add_argument("--budget", type=float, default=180, help="seconds after which remaining checks are skipped (default 180)")
@@ -260,6 +292,7 @@ def main() -> None:
         args.reduction_rows = args.reduction_rows or 2000
         args.epochs = min(args.epochs, 2)
         args.gmm_n_init = 1
+        args.full_epochs = min(args.full_epochs, 2)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("skipped: no CUDA device")
         return
@@ -274,9 +307,15 @@ def main() -> None:
     global deadline
     started = time.perf_counter()
     deadline = started + args.budget
-    mlp_epochs(args, accelerator, where)
-    sweeps(args, accelerator, where)
-    reduction_steps(args, args.device, where)
+    checks = args.only or [check for check in CHECKS if check != "full-sweeps" or args.full_sweeps]
+    if "mlp" in checks:
+        mlp_epochs(args, accelerator, where)
+    if "sweeps" in checks:
+        sweeps(args, accelerator, where)
+    if "reduction" in checks:
+        reduction_steps(args, args.device, where)
+    if "full-sweeps" in checks:
+        full_sweeps(args, accelerator, where)
 
     print(f"\n| check | ran on | seconds | detail |")
     print("|---|---|---|---|")

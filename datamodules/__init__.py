@@ -18,7 +18,7 @@ from datamodules.splits import (
 def __getattr__(name):
     # The DataModule pulls in Lightning (seconds of import time); scripts of the unsupervised
     # part only need the arrays, so it is imported on first use.
-    if name in ("InMemoryBatches", "SignMNISTDataModule"):
+    if name in ("GroupedBatches", "InMemoryBatches", "SignMNISTDataModule"):
         from datamodules import sign_mnist_datamodule
 
         return getattr(sign_mnist_datamodule, name)
@@ -27,6 +27,7 @@ def __getattr__(name):
 
 __all__ = [
     "DataError",
+    "GroupedBatches",
     "InMemoryBatches",
     "LETTERS",
     "MLP_VAL_FRACTION",

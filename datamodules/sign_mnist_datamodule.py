@@ -73,6 +73,32 @@ class InMemoryBatches:
             yield self.images.index_select(0, index), self.labels.index_select(0, index)
 
 
+class GroupedBatches:
+    """The batches of ``batches`` served ``size`` at a time, as lists (the last list may be shorter).
+
+    For a model that takes several optimizer steps per Lightning step (``FusedMLPs``): Lightning's
+    own per-step cost is then paid once per group. The batches and their order are unchanged.
+    """
+
+    def __init__(self, batches, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"batches per step must be positive, got {size}")
+        self.batches, self.size = batches, size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.batches) / self.size)
+
+    def __iter__(self):
+        group = []
+        for batch in self.batches:
+            group.append(batch)
+            if len(group) == self.size:
+                yield group
+                group = []
+        if group:
+            yield group
+
+
 class SignMNISTDataModule(LightningDataModule):
     """The Sign-MNIST train/validation/test splits of the reference study.
 
@@ -84,6 +110,9 @@ class SignMNISTDataModule(LightningDataModule):
     each epoch (``datamodules.augment``); validation and test batches are served as they are.
     Validation and test go in batches of ``eval_batch_size`` rows: the batch size changes no
     evaluated number (up to float rounding in the loss mean), only the per-batch overhead.
+    With ``batches_per_step`` > 1 the training loader yields lists of that many consecutive
+    batches (:class:`GroupedBatches`), for models that train on each in turn within one
+    Lightning step (``FusedMLPs``); the batches themselves are the same.
     """
 
     letters = LETTERS
@@ -99,10 +128,13 @@ class SignMNISTDataModule(LightningDataModule):
         cache_dir: str | os.PathLike | None = None,
         augment: AugmentConfig | None = None,
         eval_batch_size: int = 1024,
+        batches_per_step: int = 1,
     ) -> None:
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
             raise DataError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
+        if batches_per_step < 1:
+            raise DataError(f"batches per step must be positive, got {batches_per_step}")
         self.save_hyperparameters(ignore=["augment"])  # a dataclass is no hyperparameter; as_dict() is
         # Training batches only: validation and test images are never altered.
         self.augment = augment if augment is not None and not augment.is_identity else None
@@ -181,12 +213,14 @@ class SignMNISTDataModule(LightningDataModule):
             equal_shards=shuffle,
         )
 
-    def train_dataloader(self) -> InMemoryBatches | AugmentedBatches:
+    def train_dataloader(self) -> InMemoryBatches | AugmentedBatches | GroupedBatches:
         batches = self._batches("train", shuffle=True)
-        if self.augment is None:
-            return batches
-        rank, _ = self._rank_and_world()
-        return AugmentedBatches(batches, BatchAugmenter(self.augment), seed=self.hparams.seed, rank=rank)
+        if self.augment is not None:
+            rank, _ = self._rank_and_world()
+            batches = AugmentedBatches(batches, BatchAugmenter(self.augment), seed=self.hparams.seed, rank=rank)
+        if self.hparams.batches_per_step > 1:
+            batches = GroupedBatches(batches, self.hparams.batches_per_step)
+        return batches
 
     def val_dataloader(self) -> InMemoryBatches:
         return self._batches("val", shuffle=False, batch_size=self.hparams.eval_batch_size)

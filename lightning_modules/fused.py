@@ -27,17 +27,19 @@ validation accuracy, as ``train_mlp`` reports them) and :meth:`FusedMLPs.member_
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from labkit.progress import note_once
 from lightning_modules.mlp_module import ACTIVATIONS, MLPClassifier, Normalization, StagedSteps
 from lightning_modules.training import run_name
 
-STAGES = ("train", "val", "test")
+BATCHES_PER_STEP = 16  # train_fused's batches per Lightning step (GroupedBatches)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,11 @@ class FusedMLPs(StagedSteps):
     ``forward`` returns logits ``[S, B, num_classes]``. Metrics are kept per member and per epoch
     (:attr:`history`, :attr:`test_metrics`, :meth:`member_results`) and logged once per epoch as
     ``<member name>/<stage>/loss`` and ``.../acc``.
+
+    Training steps are taken by hand (``training_step``), one per batch, also when a Lightning
+    step carries a list of batches. ``cuda_graphs`` (default on) records a CUDA training step
+    as a graph and replays it (:class:`GraphedTrainStep`); it changes no number, only the
+    per-step launch cost, and is not used on the CPU or under DDP.
     """
 
     def __init__(
@@ -90,6 +97,7 @@ class FusedMLPs(StagedSteps):
         num_classes: int = 25,
         input_dim: int = 784,
         hidden: tuple[int, ...] = (200, 50),
+        cuda_graphs: bool = True,
     ) -> None:
         super().__init__()
         members = [m if isinstance(m, MemberSpec) else MemberSpec(**m) for m in members]
@@ -124,7 +132,13 @@ class FusedMLPs(StagedSteps):
         self._setup_activations()
         for index, member in enumerate(members):
             self.load_member(index, solo_initial_state(member, num_classes, input_dim, hidden))
-        self._epoch_outputs: dict[str, list] = {stage: [] for stage in STAGES}
+        self.cuda_graphs = cuda_graphs
+        self.automatic_optimization = False  # see training_step
+        self._graph: GraphedTrainStep | None = None
+        self._graph_failed = False
+        self.graph_steps = 0  # training steps taken by replaying the graph
+        self._sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per stage: loss sums, correct counts
+        self._rows: dict[str, int] = {}
         self.history: list[list[dict[str, float]]] = [[] for _ in members]
         self.test_metrics: list[dict[str, float]] = [{} for _ in members]
 
@@ -234,30 +248,111 @@ class FusedMLPs(StagedSteps):
 
     # --- training ------------------------------------------------------------------------------
 
-    def _step(self, batch, stage: str) -> torch.Tensor:
-        images, labels = batch
+    def training_step(self, batch, batch_idx: int) -> None:
+        # Manual optimization: one Lightning step may carry several batches (the data module's
+        # batches_per_step), each trained with its own optimizer step, so that Lightning's own
+        # per-step cost (about 0.5 ms on a CPU, more than a GPU step of the model) is paid once
+        # per group. Each step still goes through Lightning's optimizer (hooks, step count).
+        optimizer = self.optimizers()
+        batches = batch if isinstance(batch, list) else [batch]
+        for images, labels in batches:
+            optimizer.step(closure=self.train_closure(images, labels, self.manual_backward))
+        # Lightning logs at the count of its own steps; with several batches per step that count
+        # would fall behind train_mlp's (one per batch), and the members' TensorBoard curves with it.
+        loop = self.trainer.fit_loop.epoch_loop
+        loop._batches_that_stepped += len(batches) - 1
+
+    def train_closure(self, images: torch.Tensor, labels: torch.Tensor, backward=None) -> Callable[[], None]:
+        """The gradients of one training batch, as a closure for ``optimizer.step(closure=...)``.
+
+        Calling it runs the members' forward pass, adds their losses and correct predictions to
+        the epoch's sums, and back-propagates the summed loss through ``backward`` (default
+        ``Tensor.backward``; Lightning's ``manual_backward`` in ``training_step``). On CUDA, in one
+        process, that work is recorded once as a CUDA graph (:class:`GraphedTrainStep`) and
+        replayed for every batch of the recorded size: one launch instead of ~40 small kernels.
+        """
+        graph = self._graph_for(images)
+        if graph is not None:
+            return partial(graph.replay, images, labels)
+        return partial(self._eager_train, images, labels, backward or torch.Tensor.backward)
+
+    def _eager_train(self, images, labels, backward) -> None:
+        self.zero_stacked_grads()
+        backward(self._forward_losses(images, labels, "train").sum())
+
+    def _forward_losses(self, images, labels, stage: str, count: bool = True) -> torch.Tensor:
         logits = self(images)
         losses = self.member_losses(logits, labels)
-        # Kept as tensors and reduced once per epoch (as MLPClassifier does): no per-step sync.
-        self._epoch_outputs[stage].append((losses.detach(), logits.detach().argmax(dim=2), labels))
-        return losses.sum()
+        self._record(stage, losses.detach(), logits.detach().argmax(dim=2), labels, count)
+        return losses
+
+    def _step(self, batch, stage: str) -> None:
+        images, labels = batch
+        self._forward_losses(images, labels, stage)
+
+    def zero_stacked_grads(self) -> None:
+        """Clear the gradients before a backward pass; the graph's fixed buffers are zeroed in place."""
+        keep = self._graph is not None
+        for param, _ in self.stacked_parameters():
+            if keep and param.grad is not None:
+                param.grad.zero_()
+            else:
+                param.grad = None
+
+    def _graph_for(self, images: torch.Tensor) -> "GraphedTrainStep | None":
+        if not (self.cuda_graphs and images.is_cuda) or (self._trainer is not None and self._trainer.world_size > 1):
+            return None  # under DDP the gradients' all-reduce runs in autograd hooks, outside a graph
+        if self._graph is None and not self._graph_failed:
+            try:
+                self._graph = GraphedTrainStep(self, images.shape, images.dtype, images.device)
+            except RuntimeError as exc:  # e.g. a CUDA build without graph support: train eagerly
+                self._graph, self._graph_failed = None, True
+                for param, _ in self.stacked_parameters():
+                    param.grad = None
+                note_once(f"CUDA graph not recorded ({' '.join(str(exc).split())[:200]}); training without it")
+        if self._graph is not None and self._graph.fits(images):
+            return self._graph
+        return None
+
+    def on_train_end(self) -> None:
+        self._graph = None  # frees the graph's memory pool; gradients stay as they are
+
+    # --- metrics -------------------------------------------------------------------------------
+
+    def _record(self, stage: str, losses, predictions, labels, count: bool = True) -> None:
+        """Add a batch's losses (times its size) and correct predictions to the stage's sums,
+        in place on the device (the graph writes into the same tensors); ``count`` adds its size
+        to the row count, kept on the host (a graph replay counts outside the graph)."""
+        sums = self._stage_sums(stage, losses.device)
+        sums[0].add_(losses, alpha=len(labels))
+        sums[1].add_((predictions == labels).sum(dim=1))
+        if count:
+            self._rows[stage] += len(labels)
+
+    def _stage_sums(self, stage: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        sums = self._sums.get(stage)
+        if sums is None or sums[0].device != device:
+            sums = (torch.zeros(self.num_members, dtype=torch.float64, device=device),
+                    torch.zeros(self.num_members, dtype=torch.int64, device=device))
+            self._sums[stage] = sums
+            self._rows[stage] = 0
+        return sums
 
     def epoch_metrics(self, stage: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(mean loss [S], accuracy [S]) over the stage's steps since the last call, on the device.
+        """(mean loss [S], accuracy [S]) over the stage's rows since the last call, on the device.
 
         The loss is the batch means weighted by batch size, as torchmetrics' ``MeanMetric``
-        computes ``train/loss`` for ``MLPClassifier``. Sums are added across processes under DDP.
+        computes ``train/loss`` for ``MLPClassifier`` (summed in float64). Sums are added across
+        processes under DDP. The sums start again from zero.
         """
-        outputs = self._epoch_outputs[stage]
-        if not outputs:
+        sums, rows = self._sums.get(stage), self._rows.get(stage, 0)
+        if sums is None or rows == 0:
             return None
-        losses, predictions, labels = zip(*outputs)
-        outputs.clear()
-        sizes = torch.tensor([len(batch) for batch in labels], device=losses[0].device, dtype=losses[0].dtype)
-        labels = torch.cat(labels)
-        loss_sums = (torch.stack(losses) * sizes[:, None]).sum(dim=0)
-        correct = (torch.cat(predictions, dim=1) == labels).sum(dim=1).to(loss_sums.dtype)
-        totals = torch.cat([loss_sums, correct, sizes.sum().view(1)])
+        loss_sums, correct = sums
+        totals = torch.cat([loss_sums, correct.to(torch.float64), loss_sums.new_tensor([rows])])
+        loss_sums.zero_()  # in place: a recorded graph keeps adding into these tensors
+        correct.zero_()
+        self._rows[stage] = 0
         trainer = self._trainer
         if trainer is not None and trainer.world_size > 1:
             totals = trainer.strategy.reduce(totals, reduce_op="sum")
@@ -317,6 +412,60 @@ class FusedMLPs(StagedSteps):
         # and a clip by the norm over all members would couple them.
         if gradient_clip_val:
             raise ValueError("FusedMLPs does not support gradient clipping (members would not train as alone)")
+
+
+class GraphedTrainStep:
+    """A :class:`FusedMLPs` training batch's forward, loss, metric sums and backward, recorded
+    once as a CUDA graph and replayed for every batch of the same shape.
+
+    A GPU step of this model is ~40 kernels of a few microseconds each, so launching them from
+    Python costs several times their run time; a replay is one launch. The recorded work reads
+    the batch from fixed input tensors (each replay copies the batch in) and writes the
+    gradients into fixed buffers, which ``param.grad`` points to afterwards; the optimizer's
+    step runs after each replay, outside the graph, as in eager training. The kernels are
+    those of the eager step, so the numbers are the same.
+
+    Before recording, two warm-up passes run on a side stream (CUDA's recipe: libraries set up
+    their workspaces there); they change no parameter, and their metric sums are undone.
+    """
+
+    def __init__(self, model: FusedMLPs, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> None:
+        self.model = model
+        self.images = torch.zeros(shape, dtype=dtype, device=device)
+        self.labels = torch.zeros(shape[0], dtype=torch.long, device=device)
+        self.storage = model.weight0.data_ptr()  # the graph is tied to the parameters' memory
+        sums = model._stage_sums("train", device)  # made before recording: the graph adds into them
+        saved = [tensor.clone() for tensor in sums]
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._forward_backward(set_to_none=True)
+        torch.cuda.current_stream(device).wait_stream(side)
+        for tensor, value in zip(sums, saved):
+            tensor.copy_(value)
+        for param, _ in model.stacked_parameters():
+            param.grad = None  # the recorded backward allocates them in the graph's memory
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._forward_backward(set_to_none=False)
+
+    def _forward_backward(self, set_to_none: bool) -> None:
+        if set_to_none:
+            for param, _ in self.model.stacked_parameters():
+                param.grad = None
+        self.model._forward_losses(self.images, self.labels, "train", count=False).sum().backward()
+
+    def fits(self, images: torch.Tensor) -> bool:
+        return (images.shape == self.images.shape and images.dtype == self.images.dtype and images.device == self.images.device
+                and self.model.weight0.data_ptr() == self.storage)
+
+    def replay(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images.copy_(images)
+        self.labels.copy_(labels)
+        self.graph.replay()
+        self.model._rows["train"] += len(labels)
+        self.model.graph_steps += 1
 
 
 @dataclass
@@ -449,11 +598,12 @@ class MemberAdam(torch.optim.Adam):
 
 
 def build_fused(
-    members: Sequence[MemberSpec | dict], train_images=None, num_classes: int = 25, input_dim: int = 784, hidden=(200, 50)
+    members: Sequence[MemberSpec | dict], train_images=None, num_classes: int = 25, input_dim: int = 784, hidden=(200, 50),
+    cuda_graphs: bool = True,
 ) -> FusedMLPs:
     """A :class:`FusedMLPs` whose members start as solo ``MLPClassifier`` s under their seeds,
     adapted on ``train_images`` when given."""
-    model = FusedMLPs(members, num_classes=num_classes, input_dim=input_dim, hidden=tuple(hidden))
+    model = FusedMLPs(members, num_classes=num_classes, input_dim=input_dim, hidden=tuple(hidden), cuda_graphs=cuda_graphs)
     return model.adapt(train_images) if train_images is not None else model
 
 
@@ -472,6 +622,8 @@ def train_fused(
     callbacks: Sequence = (),
     test: bool = True,
     augment=None,
+    batches_per_step: int = BATCHES_PER_STEP,
+    cuda_graphs: bool = True,
 ) -> dict:
     """Fit all members together on the Sign-MNIST splits (validation every epoch), then test.
 
@@ -480,8 +632,10 @@ def train_fused(
     ``members`` (:meth:`FusedMLPs.member_results` for each member, in order, each with the
     fused epoch time as ``seconds_per_epoch``), ``seconds_per_epoch`` (median training epoch,
     validation excluded, all members together), ``train_seconds`` (every epoch), ``total_seconds``
-    (fit and test), ``device`` and ``datamodule``. ``augment`` (an ``AugmentConfig``) augments
-    the training batches, as ``train_mlp`` does.
+    (fit and test), ``device``, ``optimizer_steps``, ``graph_steps`` (those taken by replaying a
+    CUDA graph) and ``datamodule``. ``augment`` (an ``AugmentConfig``) augments
+    the training batches, as ``train_mlp`` does. ``batches_per_step`` batches go into each
+    Lightning step (each still gets its own optimizer step); ``cuda_graphs``: see :class:`FusedMLPs`.
     """
     import statistics
     import time
@@ -493,10 +647,11 @@ def train_fused(
     from lightning_modules.callbacks import EpochTimer
     from lightning_modules.training import device_description
 
-    datamodule = SignMNISTDataModule(data_dir, batch_size=batch_size, seed=data_seed, limit_rows=limit_rows, augment=augment)
+    datamodule = SignMNISTDataModule(data_dir, batch_size=batch_size, seed=data_seed, limit_rows=limit_rows, augment=augment,
+                                     batches_per_step=batches_per_step)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    model = build_fused(members, datamodule.train_images, num_classes=datamodule.num_classes)
+    model = build_fused(members, datamodule.train_images, num_classes=datamodule.num_classes, cuda_graphs=cuda_graphs)
     timer = EpochTimer()
     trainer = L.Trainer(
         max_epochs=epochs,
@@ -531,5 +686,7 @@ def train_fused(
         "total_seconds": total_seconds,
         "device": device_description(trainer),
         "world_size": trainer.world_size,
+        "optimizer_steps": trainer.global_step,
+        "graph_steps": model.graph_steps,
         "datamodule": datamodule,
     }

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules import DataError, InMemoryBatches, SignMNISTDataModule
+from datamodules import DataError, GroupedBatches, InMemoryBatches, SignMNISTDataModule
 from lightning_modules import ACTIVATIONS, HistoryLogger, MLPClassifier, parameter_report
 from lightning_modules.training import TrainConfig, run_name, train_mlp
 
@@ -51,6 +51,20 @@ def test_distributed_shards_are_disjoint():
     evaluation = [InMemoryBatches(images, labels, 8, shuffle=False, rank=r, world_size=2) for r in (0, 1)]
     together = torch.cat([torch.cat([y for _, y in shard]) for shard in evaluation])
     assert sorted(together.tolist()) == list(range(103))  # every evaluation row exactly once
+
+
+def test_grouped_batches_serve_the_same_batches_in_lists(synthetic_data_dir):
+    images, labels = torch.zeros(100, 784), torch.arange(100)
+    grouped = GroupedBatches(InMemoryBatches(images, labels, 8, shuffle=True, seed=2), 5)
+    groups = list(grouped)
+    assert len(grouped) == len(groups) == 3 and [len(group) for group in groups] == [5, 5, 3]  # 13 batches
+    plain = [y for _, y in InMemoryBatches(images, labels, 8, shuffle=True, seed=2)]
+    assert all(torch.equal(a, b) for a, b in zip([y for group in groups for _, y in group], plain, strict=True))
+    datamodule = SignMNISTDataModule(synthetic_data_dir, batch_size=16, batches_per_step=4)
+    datamodule.setup("fit")
+    assert len(datamodule.train_dataloader()) == int(np.ceil(np.ceil(len(datamodule.arrays.train_labels) / 16) / 4))
+    with pytest.raises(DataError, match="batches per step"):
+        SignMNISTDataModule(synthetic_data_dir, batches_per_step=0)
 
 
 def test_datamodule_serves_float_images_and_letters(synthetic_data_dir):
