@@ -3,8 +3,8 @@
 Training the 200-50-25 MLP for each (activation, learning rate, seed) one after another pays
 Lightning's per-step cost (about 0.5 ms, half of this small model's own step on 2 CPU cores;
 benchmarks/RESULTS.md) once per member, and runs matrix products too small to keep any device
-busy. :class:`FusedMLPs`
-holds S members whose weights are stacked, so that one Lightning step trains all of them:
+busy. :class:`FusedMLPs` holds S members whose weights are stacked, so that one optimizer step
+trains all of them:
 
 * the first layer of every member is one matrix product, ``x [B, 784] @ W0.T`` with the
   members' first-layer weights stacked as ``W0 [S*200, 784]`` (they share the input batch);
@@ -14,6 +14,12 @@ holds S members whose weights are stacked, so that one Lightning step trains all
 * each member has its own Adam state and learning rate (:class:`MemberAdam`), its own initial
   weights (those ``MLPClassifier(lr, act)`` gets after ``torch.manual_seed(member.seed)``) and
   its own activation.
+
+Two things make a step cheap where the model is small. Each Lightning step carries several
+batches (``train_fused``'s ``batches_per_step``, the data module's ``GroupedBatches``), each
+trained with its own optimizer step, so Lightning's per-step cost is paid once per group; and on
+CUDA the forward and backward pass is recorded once as a CUDA graph and replayed
+(:class:`GraphedTrainStep`), one launch instead of some 40. Neither changes a number.
 
 All members see the same batches in the same order. Member ``i`` therefore follows, up to
 float32 rounding, the training run of a plain ``MLPClassifier`` with the same initial weights

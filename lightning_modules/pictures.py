@@ -121,6 +121,8 @@ def misclassified_figure(images: torch.Tensor, labels: np.ndarray, predictions: 
                          confidence: np.ndarray, max_images: int = 64, columns: int = 8):
     """A grid of the most confident mistakes, each titled ``true -> predicted (probability)``.
 
+    Drawn as one image with a caption above each tile: one Axes instead of one per picture,
+    which made this figure most of the end-of-training pictures' time (1.5 s of ~2.3 s a run).
     Returns None when there is no mistake.
     """
     from matplotlib.figure import Figure
@@ -129,16 +131,23 @@ def misclassified_figure(images: torch.Tensor, labels: np.ndarray, predictions: 
     if wrong.size == 0:
         return None
     wrong = wrong[np.argsort(-confidence[wrong], kind="stable")][:max_images]
-    pictures = _to_unit_images(images[torch.as_tensor(wrong)])
+    pictures = _to_unit_images(images[torch.as_tensor(wrong)])[:, 0].numpy()  # [n, 28, 28]
     columns = min(columns, len(wrong))
     rows = -(-len(wrong) // columns)
+    side = pictures.shape[-1]
+    gap, caption = 3, 9  # pixels between tiles, and above each tile for its caption
+    cell_w, cell_h = side + gap, side + caption
+    canvas = np.ones((rows * cell_h, columns * cell_w - gap), dtype=np.float32)
     figure = Figure(figsize=(1.2 * columns, 1.35 * rows + 0.4), dpi=100)
     figure.suptitle(f"{len(np.flatnonzero(labels != predictions))} misclassified; most confident first (true -> predicted)", fontsize=8)
+    ax = figure.add_subplot()
     for k, index in enumerate(wrong):
-        ax = figure.add_subplot(rows, columns, k + 1)
-        ax.imshow(pictures[k, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"{letter(labels[index])} -> {letter(predictions[index])} ({confidence[index]:.2f})", fontsize=7)
-        ax.axis("off")
+        top, left = (k // columns) * cell_h + caption, (k % columns) * cell_w
+        canvas[top : top + side, left : left + side] = pictures[k]
+        ax.text(left + side / 2, top - 1, f"{letter(labels[index])} -> {letter(predictions[index])} ({confidence[index]:.2f})",
+                ha="center", va="bottom", fontsize=7)
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
     figure.tight_layout()
     return figure
 
