@@ -43,7 +43,7 @@ from torch.nn import functional as F
 
 from labkit.progress import note_once
 from lightning_modules.mlp_module import ACTIVATIONS, MLPClassifier, Normalization, StagedSteps
-from lightning_modules.training import run_name
+from lightning_modules.training import flush_denormals, run_name
 
 BATCHES_PER_STEP = 16  # train_fused's batches per Lightning step (GroupedBatches)
 
@@ -630,6 +630,7 @@ def train_fused(
     augment=None,
     batches_per_step: int = BATCHES_PER_STEP,
     cuda_graphs: bool = True,
+    flush_denormal: bool = True,
 ) -> dict:
     """Fit all members together on the Sign-MNIST splits (validation every epoch), then test.
 
@@ -641,8 +642,32 @@ def train_fused(
     (fit and test), ``device``, ``optimizer_steps``, ``graph_steps`` (those taken by replaying a
     CUDA graph) and ``datamodule``. ``augment`` (an ``AugmentConfig``) augments
     the training batches, as ``train_mlp`` does. ``batches_per_step`` batches go into each
-    Lightning step (each still gets its own optimizer step); ``cuda_graphs``: see :class:`FusedMLPs`.
+    Lightning step (each still gets its own optimizer step); ``cuda_graphs``: see :class:`FusedMLPs`;
+    ``flush_denormal``: see ``training.flush_denormals`` (as ``train_mlp`` does by default).
     """
+    arguments = {key: value for key, value in locals().items() if key not in ("members", "flush_denormal")}
+    with flush_denormals(flush_denormal):
+        return _train_fused(members, **arguments)
+
+
+def _train_fused(
+    members: Sequence[MemberSpec | dict],
+    *,
+    data_dir=None,
+    epochs: int = 100,
+    batch_size: int = 32,
+    data_seed: int = 22,
+    limit_rows: int | None = None,
+    accelerator: str = "auto",
+    devices: int | str = 1,
+    strategy: str = "auto",
+    logger=False,
+    callbacks: Sequence = (),
+    test: bool = True,
+    augment=None,
+    batches_per_step: int = BATCHES_PER_STEP,
+    cuda_graphs: bool = True,
+) -> dict:
     import statistics
     import time
     import warnings

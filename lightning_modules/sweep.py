@@ -96,7 +96,7 @@ def _train_fused(base: TrainConfig, specs: list[MemberSpec], names: list[str]) -
             train_fused, watch, specs,
             data_dir=base.data_dir, epochs=base.epochs, batch_size=base.batch_size, data_seed=base.seed,
             limit_rows=base.limit_rows, accelerator=base.accelerator, logger=[members], callbacks=[watch],
-            augment=AugmentConfig(strength=base.augment) if base.augment else None,
+            augment=AugmentConfig(strength=base.augment) if base.augment else None, flush_denormal=base.flush_denormal,
         )
         report(f"fused sweep: {run['seconds_per_epoch']:.2f} s per epoch for all {len(specs)} settings on {run['device']}")
         return [_member_results(base, run, index, spec, board) for index, (spec, board) in enumerate(zip(specs, boards))]

@@ -8,6 +8,7 @@ import signal
 import statistics
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -46,6 +47,44 @@ class TrainConfig:
     pictures: bool = True  # TensorBoard pictures (confusion matrix, mistakes, projector) once at the end
     histograms: bool = False  # weight and gradient histograms every epoch
     name: str | None = None  # the run folder under logdir/mlp (default: run_name(act, lr, augment))
+    flush_denormal: bool = True  # CPU: treat float denormals as zero while training (see flush_denormals)
+
+
+_flush_depth = 0  # nested flush_denormals blocks: only the outermost one restores the default
+
+
+@contextmanager
+def flush_denormals(enabled: bool = True):
+    """Within the block, torch's CPU arithmetic treats float denormals (below 1.2e-38 in float32)
+    as zero.
+
+    Once a model fits its training set, some gradients and Adam's averages fall that low, and x86
+    CPUs compute on such numbers many times slower: with 5% of its entries denormal, Adam's step
+    over 5 M parameters took 3.6 times as long (``benchmarks/bench_denormals.py``). Their effect
+    on a weight is far below float32's resolution of it; TensorFlow, and so the reference's
+    Keras, flushes them in its CPU threads too.
+
+    The setting belongs to each thread, and torch's worker threads take the main thread's when
+    they are started, at the process's first parallel operation: ``train_mlp`` and
+    ``train_fused`` run whole within this block, so that in a script (where they come first)
+    every thread flushes. Nested blocks are fine. Without CPU support (``torch.set_flush_denormal``
+    returns False) nothing changes. The default is restored in the calling thread when the
+    outermost block ends.
+    """
+    global _flush_depth
+    if not enabled:
+        yield
+        return
+    if _flush_depth == 0 and not torch.set_flush_denormal(True):
+        yield
+        return
+    _flush_depth += 1
+    try:
+        yield
+    finally:
+        _flush_depth -= 1
+        if _flush_depth == 0:
+            torch.set_flush_denormal(False)
 
 
 def format_lr(lr: float) -> str:
@@ -100,6 +139,11 @@ def train_mlp(config: TrainConfig) -> dict:
 
     Returns the results dictionary (also written to ``<logdir>/mlp/<run name>/results.json``).
     """
+    with flush_denormals(config.flush_denormal):
+        return _train_mlp(config)
+
+
+def _train_mlp(config: TrainConfig) -> dict:
     L.seed_everything(config.seed, workers=True, verbose=False)
     augment = AugmentConfig(strength=config.augment) if config.augment else None
     datamodule = SignMNISTDataModule(

@@ -192,3 +192,19 @@ def test_run_names_and_fresh_folders(synthetic_data_dir, tmp_path):
     assert first["log_dir"].endswith("mlp/linear_lr1e-05")
     assert second["log_dir"].endswith("mlp/linear_lr1e-05_run2")  # an earlier run is never overwritten
     assert json.loads((tmp_path / "mlp" / "linear_lr1e-05" / "results.json").read_text())["run"] == "linear_lr1e-05"
+
+
+def test_flush_denormals_flushes_inside_nested_blocks_and_restores():
+    from lightning_modules.training import flush_denormals
+
+    tiny = torch.tensor([71362], dtype=torch.int32).view(torch.float32)  # 1e-40, a float32 denormal
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormals (torch.set_flush_denormal returned False)")
+    assert (tiny * 1.0).item() != 0.0
+    with flush_denormals():
+        with flush_denormals():
+            assert (tiny * 1.0).item() == 0.0
+        assert (tiny * 1.0).item() == 0.0  # the inner block left the outer one's setting alone
+        with flush_denormals(enabled=False):
+            pass
+    assert (tiny * 1.0).item() != 0.0  # the default is back
