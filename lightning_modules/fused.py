@@ -645,29 +645,6 @@ def train_fused(
     Lightning step (each still gets its own optimizer step); ``cuda_graphs``: see :class:`FusedMLPs`;
     ``flush_denormal``: see ``training.flush_denormals`` (as ``train_mlp`` does by default).
     """
-    arguments = {key: value for key, value in locals().items() if key not in ("members", "flush_denormal")}
-    with flush_denormals(flush_denormal):
-        return _train_fused(members, **arguments)
-
-
-def _train_fused(
-    members: Sequence[MemberSpec | dict],
-    *,
-    data_dir=None,
-    epochs: int = 100,
-    batch_size: int = 32,
-    data_seed: int = 22,
-    limit_rows: int | None = None,
-    accelerator: str = "auto",
-    devices: int | str = 1,
-    strategy: str = "auto",
-    logger=False,
-    callbacks: Sequence = (),
-    test: bool = True,
-    augment=None,
-    batches_per_step: int = BATCHES_PER_STEP,
-    cuda_graphs: bool = True,
-) -> dict:
     import statistics
     import time
     import warnings
@@ -678,46 +655,48 @@ def _train_fused(
     from lightning_modules.callbacks import EpochTimer
     from lightning_modules.training import device_description
 
-    datamodule = SignMNISTDataModule(data_dir, batch_size=batch_size, seed=data_seed, limit_rows=limit_rows, augment=augment,
-                                     batches_per_step=batches_per_step)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    model = build_fused(members, datamodule.train_images, num_classes=datamodule.num_classes, cuda_graphs=cuda_graphs)
-    timer = EpochTimer()
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
-        logger=logger,
-        callbacks=[timer, *callbacks],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        log_every_n_steps=50,
-    )
-    started = time.perf_counter()
-    with warnings.catch_warnings():
-        # As in train_mlp: batches are in-memory tensors, metrics are logged per epoch.
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
-        trainer.fit(model, datamodule)
-        if test:
-            trainer.test(model, datamodule, verbose=False)
-    total_seconds = time.perf_counter() - started
-    seconds_per_epoch = statistics.median(timer.train_seconds) if timer.train_seconds else None
-    results = [model.member_results(i) | {"seconds_per_epoch": seconds_per_epoch} for i in range(model.num_members)]
-    return {
-        "model": model,
-        "members": results,
-        "seconds_per_epoch": seconds_per_epoch,
-        "train_seconds": list(timer.train_seconds),
-        "total_seconds": total_seconds,
-        "device": device_description(trainer),
-        "world_size": trainer.world_size,
-        "optimizer_steps": trainer.global_step,
-        "graph_steps": model.graph_steps,
-        "datamodule": datamodule,
-    }
+    # Whole, data loading included: torch's worker threads take the setting when they start.
+    with flush_denormals(flush_denormal):
+        datamodule = SignMNISTDataModule(data_dir, batch_size=batch_size, seed=data_seed, limit_rows=limit_rows, augment=augment,
+                                         batches_per_step=batches_per_step)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        model = build_fused(members, datamodule.train_images, num_classes=datamodule.num_classes, cuda_graphs=cuda_graphs)
+        timer = EpochTimer()
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            accelerator=accelerator,
+            devices=devices,
+            strategy=strategy,
+            logger=logger,
+            callbacks=[timer, *callbacks],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            log_every_n_steps=50,
+        )
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            # As in train_mlp: batches are in-memory tensors, metrics are logged per epoch.
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+            warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+            trainer.fit(model, datamodule)
+            if test:
+                trainer.test(model, datamodule, verbose=False)
+        total_seconds = time.perf_counter() - started
+        seconds_per_epoch = statistics.median(timer.train_seconds) if timer.train_seconds else None
+        results = [model.member_results(i) | {"seconds_per_epoch": seconds_per_epoch} for i in range(model.num_members)]
+        return {
+            "model": model,
+            "members": results,
+            "seconds_per_epoch": seconds_per_epoch,
+            "train_seconds": list(timer.train_seconds),
+            "total_seconds": total_seconds,
+            "device": device_description(trainer),
+            "world_size": trainer.world_size,
+            "optimizer_steps": trainer.global_step,
+            "graph_steps": model.graph_steps,
+            "datamodule": datamodule,
+        }
