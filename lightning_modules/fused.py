@@ -15,11 +15,14 @@ trains all of them:
   weights (those ``MLPClassifier(lr, act)`` gets after ``torch.manual_seed(member.seed)``) and
   its own activation.
 
-Two things make a step cheap where the model is small. Each Lightning step carries several
+Three things make a step cheap where the model is small. Each Lightning step carries several
 batches (``train_fused``'s ``batches_per_step``, the data module's ``GroupedBatches``), each
-trained with its own optimizer step, so Lightning's per-step cost is paid once per group; and on
+trained with its own optimizer step, so Lightning's per-step cost is paid once per group. On
 CUDA the forward and backward pass is recorded once as a CUDA graph and replayed
-(:class:`GraphedTrainStep`), one launch instead of some 40. Neither changes a number.
+(:class:`GraphedTrainStep`), one launch instead of some 40. Neither changes a number. On the
+CPU, when every member's activation is ReLU or linear, the gradients are written out by hand
+(:meth:`FusedMLPs.explicit_train`): a few batched products into fixed buffers instead of
+autograd's graph, with the same formulas, so the numbers agree to float rounding.
 
 All members see the same batches in the same order. Member ``i`` therefore follows, up to
 float32 rounding, the training run of a plain ``MLPClassifier`` with the same initial weights
@@ -94,7 +97,10 @@ class FusedMLPs(StagedSteps):
     Training steps are taken by hand (``training_step``), one per batch, also when a Lightning
     step carries a list of batches. ``cuda_graphs`` (default on) records a CUDA training step
     as a graph and replays it (:class:`GraphedTrainStep`); it changes no number, only the
-    per-step launch cost, and is not used on the CPU or under DDP.
+    per-step launch cost, and is not used on the CPU or under DDP. ``explicit_gradients``
+    (default on) computes a CPU training step's gradients by hand (:meth:`explicit_train`) when
+    every activation is ReLU or linear; not under DDP, whose gradient exchange runs in autograd.
+    Neither way runs Lightning's ``on_before_backward``/``on_after_backward`` hooks.
     """
 
     def __init__(
@@ -104,6 +110,7 @@ class FusedMLPs(StagedSteps):
         input_dim: int = 784,
         hidden: tuple[int, ...] = (200, 50),
         cuda_graphs: bool = True,
+        explicit_gradients: bool = True,
     ) -> None:
         super().__init__()
         members = [m if isinstance(m, MemberSpec) else MemberSpec(**m) for m in members]
@@ -139,6 +146,7 @@ class FusedMLPs(StagedSteps):
         for index, member in enumerate(members):
             self.load_member(index, solo_initial_state(member, num_classes, input_dim, hidden))
         self.cuda_graphs = cuda_graphs
+        self.explicit_gradients = explicit_gradients
         self.automatic_optimization = False  # see training_step
         self._graph: GraphedTrainStep | None = None
         self._graph_failed = False
@@ -172,6 +180,15 @@ class FusedMLPs(StagedSteps):
             self.register_buffer(f"_mask0_{number}", chosen.repeat_interleave(self.widths[1]), persistent=False)
             self.register_buffer(f"_mask_{number}", chosen.view(-1, 1, 1), persistent=False)
             self._other_acts.append((ACTIVATIONS[act](), f"_mask0_{number}", f"_mask_{number}"))
+        # For explicit_train: the members whose activation's derivative is all ones.
+        # Floats, as the derivative masks are (a mask of bools costs 5x as much to apply on a CPU).
+        linear = torch.tensor([float(a == "linear") for a in acts]).view(-1, 1, 1)
+        self.register_buffer("_linear_members", linear if linear.any() else None, persistent=False)
+
+    @property
+    def piecewise_linear(self) -> bool:
+        """Every member's activation is ReLU or linear: its derivative is a 0/1 mask."""
+        return all(member.act in ("relu", "linear") for member in self.members)
 
     def _activate(self, h: torch.Tensor, first: bool) -> torch.Tensor:
         out = self._base_act(h)
@@ -280,7 +297,79 @@ class FusedMLPs(StagedSteps):
         graph = self._graph_for(images)
         if graph is not None:
             return partial(graph.replay, images, labels)
+        if self.explicit_gradients and self.piecewise_linear and images.device.type == "cpu" and not self._distributed():
+            return partial(self.explicit_train, images, labels)
         return partial(self._eager_train, images, labels, backward or torch.Tensor.backward)
+
+    def _distributed(self) -> bool:
+        return self._trainer is not None and self._trainer.world_size > 1
+
+    @torch.no_grad()
+    def explicit_train(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One training batch's losses ``[S]``, metric sums and gradients, the gradients written
+        by hand into the stacked parameters' ``.grad`` (kept from step to step).
+
+        For members whose activations are ReLU or linear (:attr:`piecewise_linear`) the backward
+        pass is a handful of batched products: with ``delta`` the gradient of the summed losses
+        at a layer's output, the layer's weight gradient is ``delta^T @ input`` and its input's
+        gradient is ``delta @ weight`` times the activation's 0/1 derivative, the mask of
+        ``h > 0`` (ReLU, as ``torch.relu``'s backward) or all ones (linear); at the logits,
+        ``delta = (softmax - one_hot) / B``, the gradient of each member's mean cross-entropy.
+        These are autograd's formulas, and for the log-softmax its kernel. Every member's
+        products are products of its own (one batched product over the members, the shared input
+        broadcast, not copied), as a solo run on one thread computes them: on this project's CPU
+        a member's weights after 20 steps equal such a solo run's to the bit, on one thread or two
+        (``tests/test_fused.py``). On 2 CPU cores, 30 members, a whole training step takes 0.78x
+        autograd's time (``benchmarks/bench_fused_step.py``): no graph is built, no gradient is
+        allocated, float masks replace the activations' backward passes, and this CPU's matrix
+        library runs the batched first layer faster than the one wide product autograd needs.
+        """
+        if not self.piecewise_linear:
+            raise ValueError("explicit gradients need ReLU or linear activations only")
+        S, B = self.num_members, images.shape[0]
+        h = self.normalization(images).expand(S, B, -1)
+        inputs, derivatives = [h], []  # each layer's input; each hidden layer's activation derivative
+        for k in range(self.num_layers):
+            weight, bias = self._member_layer(k)
+            h = torch.baddbmm(bias, h, weight.transpose(1, 2))
+            if k < self.num_layers - 1:
+                derivative = torch.gt(h, 0, out=torch.empty_like(h))  # 1.0 or 0.0
+                if self._linear_members is not None:
+                    torch.maximum(derivative, self._linear_members, out=derivative)
+                h = h.mul_(derivative)  # ReLU where the mask says so, the identity elsewhere
+                inputs.append(h)
+                derivatives.append(derivative)
+        log_probs = torch.log_softmax(h, dim=2)
+        targets = labels.view(1, B, 1).expand(S, B, 1)
+        losses = log_probs.gather(2, targets).squeeze(2).mean(dim=1).neg_()
+        self._record("train", losses, h.argmax(dim=2), labels)
+        # delta = (softmax - one_hot) / B, through the kernel autograd uses for log_softmax's
+        # gradient: its exp rounds differently from torch.exp, and matching autograd to the bit
+        # keeps a member's run as close to its solo run as autograd's is.
+        nll_grad = torch.zeros_like(log_probs).scatter_(2, targets, -1.0 / B)
+        delta = torch._log_softmax_backward_data(nll_grad, log_probs, 2, log_probs.dtype)
+        for k in reversed(range(self.num_layers)):
+            weight, _ = self._member_layer(k)
+            weight_grad, bias_grad = self._member_layer(k, grads=True)
+            torch.bmm(delta.transpose(1, 2), inputs[k], out=weight_grad)
+            torch.sum(delta, dim=1, keepdim=True, out=bias_grad)
+            if k > 0:
+                delta = torch.bmm(delta, weight).mul_(derivatives[k - 1])
+        return losses
+
+    def _member_layer(self, k: int, grads: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer ``k``'s weights ``[S, out, in]`` and biases ``[S, 1, out]`` (views), or, with
+        ``grads``, views of their ``.grad`` (made when missing or of another kind)."""
+        S, n_in, n_out = self.num_members, self.widths[k], self.widths[k + 1]
+        tensors = []
+        for param in (getattr(self, f"weight{k}"), getattr(self, f"bias{k}")):
+            if grads:
+                if param.grad is None or param.grad.shape != param.shape or param.grad.dtype != param.dtype or param.grad.device != param.device:
+                    param.grad = torch.empty_like(param)
+                param = param.grad
+            tensors.append(param.detach())
+        weight, bias = tensors
+        return weight.view(S, n_out, n_in), bias.view(S, 1, n_out)
 
     def _eager_train(self, images, labels, backward) -> None:
         self.zero_stacked_grads()
@@ -306,7 +395,7 @@ class FusedMLPs(StagedSteps):
                 param.grad = None
 
     def _graph_for(self, images: torch.Tensor) -> "GraphedTrainStep | None":
-        if not (self.cuda_graphs and images.is_cuda) or (self._trainer is not None and self._trainer.world_size > 1):
+        if not (self.cuda_graphs and images.is_cuda) or self._distributed():
             return None  # under DDP the gradients' all-reduce runs in autograd hooks, outside a graph
         if self._graph is None and not self._graph_failed:
             try:
@@ -476,8 +565,8 @@ class GraphedTrainStep:
 
 @dataclass
 class _Plan:
-    steps: torch.Tensor  # [S * tensors per member] step counters
-    calls: list  # per distinct (lr, betas, eps, weight decay): (group, params, gradient slots, exp_avgs, exp_avg_sqs, steps)
+    steps: torch.Tensor  # [S * tensors per member] step counters, the states' "step" are views of it
+    calls: list  # per run of members with the same hyperparameters: (group, first, stop, params, exp_avgs, exp_avg_sqs, steps)
 
 
 class MemberAdam(torch.optim.Adam):
@@ -485,11 +574,18 @@ class MemberAdam(torch.optim.Adam):
 
     Stacked tensors cannot be split between param groups, so each member's group holds detached
     views of the stacked parameters (leaf tensors sharing their storage) and that member's
-    learning rate. A step hands each member's views, the matching slices of the stacked gradients
-    and the member's Adam state to the kernel ``torch.optim.Adam(fused=True)`` runs, one call per
-    member: the same arithmetic as a solo ``MLPClassifier``'s optimizer, with nothing copied and
-    without ``Adam.step``'s per-group bookkeeping (25 us per member per step). State is kept as
-    ``Adam`` keeps it (``step``, ``exp_avg``, ``exp_avg_sq`` per view), so ``state_dict`` round-trips.
+    learning rate. State is kept as ``Adam`` keeps it (``step``, ``exp_avg``, ``exp_avg_sq`` per
+    view), so ``state_dict`` round-trips; the moments are views of stacked tensors too.
+
+    A step hands the kernel that ``torch.optim.Adam(fused=True)`` runs slices of the stacked
+    parameters, gradients and moments: one slice per run of consecutive members with the same
+    learning rate (the sweep stores its members sorted by learning rate: 3 calls for 30
+    members). The kernel is elementwise, so this is the same arithmetic as a solo
+    ``MLPClassifier``'s optimizer, with nothing copied and without ``Adam.step``'s per-group
+    bookkeeping (25 us per member per step). Few tensors matter on a CPU, where the kernel
+    starts its threads once per tensor: for 30 members, one call per member's tensor (180
+    tensors) took 3.3 ms a step, one call per learning rate (18 tensors) 2.1 ms, and one call
+    over the 6 stacked tensors 1.9 ms (``benchmarks/bench_fused_step.py``).
 
     Adam written out on the stacked tensors with a per-member learning-rate tensor (foreach ops)
     made a whole training step 1.4x-1.6x slower (one CPU thread, 6 and 30 members): it passes over
@@ -536,14 +632,14 @@ class MemberAdam(torch.optim.Adam):
             if view.data_ptr() != param.data_ptr():
                 raise RuntimeError("the model's parameters moved (e.g. .to(device)) after MemberAdam was built; build it again")
         S = self._members
-        # Autograd makes new gradient tensors every step: their per-member views are cut anew.
-        member_grads = [grad.view(S, *shape).unbind(0) for grad, (_, shape) in zip(grads, self._stacked)]
+        # Autograd makes new gradient tensors every step: their slices are cut anew.
+        grads = [grad.view(S, *shape) for grad, (_, shape) in zip(grads, self._stacked)]
         plan = self._plan or self._make_plan()
         plan.steps.add_(1)  # every state's step counter is a view of this one tensor
-        for group, params, slots, exp_avgs, exp_avg_sqs, steps in plan.calls:
+        for group, first, stop, params, exp_avgs, exp_avg_sqs, steps in plan.calls:
             beta1, beta2 = group["betas"]
             torch._fused_adam_(
-                params, [member_grads[tensor][member] for tensor, member in slots], exp_avgs, exp_avg_sqs, [], steps,
+                params, [grad[first:stop] for grad in grads], exp_avgs, exp_avg_sqs, [], steps,
                 amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2,
                 weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
                 grad_scale=None, found_inf=None,
@@ -553,39 +649,58 @@ class MemberAdam(torch.optim.Adam):
     def _make_plan(self) -> "_Plan":
         """The argument lists of the kernel calls, with the state made as Adam makes it.
 
-        Members with the same learning rate (and betas, eps, weight decay) share one kernel
-        call: the kernel is elementwise, so one call over several members' tensors is the same
-        arithmetic as one call each (30 members of the 6-setting x 5-seed sweep: 3 calls a step).
-        The step counters (one per view, as in Adam's state) become views of one tensor, so that
-        counting a step is one operation (a foreach add over S x 6 scalars costs 0.1 ms on a CPU).
+        Each moment becomes one stacked tensor per stacked parameter, and each member's state a
+        view of it (states loaded from a ``state_dict`` are copied in), so that a run of members
+        is one slice. The step counters (one per view, as in Adam's state) become views of one
+        tensor, so that counting a step is one operation (a foreach add over S x 6 scalars costs
+        0.1 ms on a CPU).
         """
+        S = self._members
+        if len(self.param_groups) != S:
+            raise ValueError(f"MemberAdam holds one param group per member ({S}), not {len(self.param_groups)}")
+        moments = {name: [torch.zeros_like(param.detach()).view(S, *shape) for param, shape in self._stacked]
+                   for name in ("exp_avg", "exp_avg_sq")}
         counters = []
-        for group in self.param_groups:
+        for member, group in enumerate(self.param_groups):
             if group["amsgrad"] or group["maximize"] or group["differentiable"]:
                 raise ValueError("MemberAdam implements plain Adam only (no amsgrad, maximize, differentiable)")
-            for param in group["params"]:
+            for tensor, param in enumerate(group["params"]):
                 state = self.state[param]
                 if not state:  # as torch.optim.Adam(fused=True) initialises it
                     state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                for name, stacked in moments.items():
+                    if name in state:
+                        stacked[tensor][member].copy_(state[name])
+                    state[name] = stacked[tensor][member]
                 counters.append(state["step"])
         packed = torch.stack([counter.detach().to(torch.float32) for counter in counters])
         views = iter(packed.unbind(0))
-        calls: dict[tuple, tuple] = {}
-        for index, group in enumerate(self.param_groups):
-            states = [self.state[param] for param in group["params"]]
-            for state in states:
-                state["step"] = next(views)
-            key = (group["lr"], tuple(group["betas"]), group["eps"], group["weight_decay"])
-            call = calls.setdefault(key, (group, [], [], [], [], []))
-            call[1].extend(group["params"])
-            call[2].extend((tensor, index) for tensor in range(len(self._stacked)))
-            call[3].extend(st["exp_avg"] for st in states)
-            call[4].extend(st["exp_avg_sq"] for st in states)
-            call[5].extend(st["step"] for st in states)
-        self._plan = _Plan(packed, list(calls.values()))
+        for group in self.param_groups:
+            for param in group["params"]:
+                self.state[param]["step"] = next(views)
+        per_member = packed.view(S, len(self._stacked))
+        calls = []
+        first = 0
+        for stop in range(1, S + 1):
+            key = self._hyperparameters(first)
+            if stop < S and self._hyperparameters(stop) == key:
+                continue
+            if not torch.equal(per_member[first:stop], per_member[first].expand(stop - first, -1)):
+                raise ValueError("MemberAdam's members must have taken the same number of steps")
+            calls.append((
+                self.param_groups[first], first, stop,
+                [param.detach().view(S, *shape)[first:stop] for param, shape in self._stacked],
+                [stacked[first:stop] for stacked in moments["exp_avg"]],
+                [stacked[first:stop] for stacked in moments["exp_avg_sq"]],
+                list(per_member[first].unbind(0)),
+            ))
+            first = stop
+        self._plan = _Plan(packed, calls)
         return self._plan
+
+    def _hyperparameters(self, member: int) -> tuple:
+        group = self.param_groups[member]
+        return group["lr"], tuple(group["betas"]), group["eps"], group["weight_decay"]
 
     def load_state_dict(self, state_dict) -> None:
         super().load_state_dict(state_dict)
@@ -605,11 +720,12 @@ class MemberAdam(torch.optim.Adam):
 
 def build_fused(
     members: Sequence[MemberSpec | dict], train_images=None, num_classes: int = 25, input_dim: int = 784, hidden=(200, 50),
-    cuda_graphs: bool = True,
+    cuda_graphs: bool = True, explicit_gradients: bool = True,
 ) -> FusedMLPs:
     """A :class:`FusedMLPs` whose members start as solo ``MLPClassifier`` s under their seeds,
     adapted on ``train_images`` when given."""
-    model = FusedMLPs(members, num_classes=num_classes, input_dim=input_dim, hidden=tuple(hidden), cuda_graphs=cuda_graphs)
+    model = FusedMLPs(members, num_classes=num_classes, input_dim=input_dim, hidden=tuple(hidden), cuda_graphs=cuda_graphs,
+                      explicit_gradients=explicit_gradients)
     return model.adapt(train_images) if train_images is not None else model
 
 
@@ -630,6 +746,7 @@ def train_fused(
     augment=None,
     batches_per_step: int = BATCHES_PER_STEP,
     cuda_graphs: bool = True,
+    explicit_gradients: bool = True,
     flush_denormal: bool = True,
 ) -> dict:
     """Fit all members together on the Sign-MNIST splits (validation every epoch), then test.
@@ -642,7 +759,8 @@ def train_fused(
     (fit and test), ``device``, ``optimizer_steps``, ``graph_steps`` (those taken by replaying a
     CUDA graph) and ``datamodule``. ``augment`` (an ``AugmentConfig``) augments
     the training batches, as ``train_mlp`` does. ``batches_per_step`` batches go into each
-    Lightning step (each still gets its own optimizer step); ``cuda_graphs``: see :class:`FusedMLPs`;
+    Lightning step (each still gets its own optimizer step); ``cuda_graphs``, ``explicit_gradients``:
+    see :class:`FusedMLPs`;
     ``flush_denormal``: see ``training.flush_denormals`` (as ``train_mlp`` does by default).
     """
     import statistics
@@ -661,7 +779,8 @@ def train_fused(
                                          batches_per_step=batches_per_step)
         datamodule.prepare_data()
         datamodule.setup("fit")
-        model = build_fused(members, datamodule.train_images, num_classes=datamodule.num_classes, cuda_graphs=cuda_graphs)
+        model = build_fused(members, datamodule.train_images, num_classes=datamodule.num_classes, cuda_graphs=cuda_graphs,
+                            explicit_gradients=explicit_gradients)
         timer = EpochTimer()
         trainer = L.Trainer(
             max_epochs=epochs,

@@ -91,15 +91,19 @@ def _train_fused(base: TrainConfig, specs: list[MemberSpec], names: list[str]) -
     members = MemberLoggers({spec.name: board for spec, board in zip(specs, boards)}, base.epochs, echo=base.echo)
     watch = InterruptWatch()
     report(f"fused sweep: {len(specs)} settings trained together ({', '.join(names)})")
+    # Members of one learning rate side by side in the fused model: its optimizer then makes one
+    # Adam kernel call per learning rate (see MemberAdam). Results come back in the sweep's order.
+    order = sorted(range(len(specs)), key=lambda i: specs[i].lr)
+    position = {spec_index: fused_index for fused_index, spec_index in enumerate(order)}
     try:
         run = interruptible(
-            train_fused, watch, specs,
+            train_fused, watch, [specs[i] for i in order],
             data_dir=base.data_dir, epochs=base.epochs, batch_size=base.batch_size, data_seed=base.seed,
             limit_rows=base.limit_rows, accelerator=base.accelerator, logger=[members], callbacks=[watch],
             augment=AugmentConfig(strength=base.augment) if base.augment else None, flush_denormal=base.flush_denormal,
         )
         report(f"fused sweep: {run['seconds_per_epoch']:.2f} s per epoch for all {len(specs)} settings on {run['device']}")
-        return [_member_results(base, run, index, spec, board) for index, (spec, board) in enumerate(zip(specs, boards))]
+        return [_member_results(base, run, position[index], spec, board) for index, (spec, board) in enumerate(zip(specs, boards))]
     except KeyboardInterrupt:
         for board in boards:  # runs without results.json are no runs (as in train_mlp)
             shutil.rmtree(board.log_dir, ignore_errors=True)
@@ -108,7 +112,8 @@ def _train_fused(base: TrainConfig, specs: list[MemberSpec], names: list[str]) -
 
 
 def _member_results(base: TrainConfig, run: dict, index: int, spec: MemberSpec, board: TensorBoardLogger) -> dict:
-    """One member's results.json, in ``train_mlp``'s schema, its pictures and its HParams."""
+    """One member's results.json, in ``train_mlp``'s schema, its pictures and its HParams;
+    ``index``: its place in the fused model."""
     model, datamodule = run["model"], run["datamodule"]
     member = run["members"][index]
     config = dataclasses.replace(base, act=spec.act, lr=spec.lr, seed=spec.seed, name=board.version)

@@ -26,9 +26,13 @@ MEMBERS = [
     MemberSpec("relu", 1e-4, seed=3),
     MemberSpec("linear", 3e-3, seed=1),
 ]
-# float32 rounding: the fused products sum in another order than the solo ones. After 20 steps the
-# weights differ by at most ~3% of this tolerance (1, 2 and 3 threads); a 0.1% change of one
-# member's learning rate exceeds it 90-fold (see the perturbation test).
+# float32 rounding. After 20 steps on one thread (the fixture), autograd's fused weights differ from
+# the solo ones by at most ~3% of this tolerance (and by as little on 2 and 3 threads, solo and
+# fused alike); explicit_train's did not differ at all here (each member's products are GEMMs of
+# its own, like a one-thread solo run's). A 0.1% change of one member's learning rate exceeds it
+# 90-fold (see the perturbation test). A solo run on 2 threads splits its products and rounds
+# otherwise: Adam, which divides each gradient by its own size, makes that up to 7x this tolerance
+# where a gradient nearly cancels, so the comparison is made on one thread.
 WEIGHT_TOL = {"rtol": 1e-5, "atol": 1e-6}
 LOSS_TOL = {"rtol": 1e-5, "atol": 1e-6}
 
@@ -53,8 +57,11 @@ def _solo_model(spec: MemberSpec, images, dtype=torch.float32) -> MLPClassifier:
     return MLPClassifier(lr=spec.lr, act=spec.act).adapt(images).to(dtype)
 
 
-def _train_both(members, images, x, y, solo_lrs=None, dtype=torch.float32, device="cpu"):
-    """Train fused and solo models on the same batches; per-step losses [steps, S] and weights."""
+def _train_both(members, images, x, y, solo_lrs=None, dtype=torch.float32, device="cpu", way="autograd"):
+    """Train fused and solo models on the same batches; per-step losses [steps, S] and weights.
+
+    ``way``: the fused model's gradients from autograd, or from ``explicit_train`` (the CPU's
+    training step for ReLU and linear members)."""
     fused = build_fused(members, images).to(device=device, dtype=dtype)
     optimizer = MemberAdam.for_model(fused)
     solos = [_solo_model(spec, images, dtype).to(device) for spec in members]
@@ -62,9 +69,12 @@ def _train_both(members, images, x, y, solo_lrs=None, dtype=torch.float32, devic
     fused_losses, solo_losses = [], []
     for xb, yb in _batches(x, y):
         xb, yb = xb.to(device=device, dtype=dtype), yb.to(device)
-        losses = fused.member_losses(fused(xb), yb)
-        optimizer.zero_grad()
-        losses.sum().backward()
+        if way == "explicit":
+            losses = fused.explicit_train(xb, yb)
+        else:
+            losses = fused.member_losses(fused(xb), yb)
+            optimizer.zero_grad()
+            losses.sum().backward()
         optimizer.step()
         fused_losses.append(losses.detach())
         row = []
@@ -144,29 +154,35 @@ def test_bad_members():
 # --- exactness ---------------------------------------------------------------------------------
 
 
-def test_training_matches_solo_models_step_by_step(data):
+WAYS = pytest.mark.parametrize("way", ["autograd", "explicit"])
+
+
+@WAYS
+def test_training_matches_solo_models_step_by_step(data, way):
     images, x, y = data
-    fused, solos, fused_losses, solo_losses = _train_both(MEMBERS, images, x, y)
+    fused, solos, fused_losses, solo_losses = _train_both(MEMBERS, images, x, y, way=way)
     torch.testing.assert_close(fused_losses, solo_losses, **LOSS_TOL)
     assert (fused_losses[-1] < fused_losses[0]).all()  # all of them learned something
     for index, solo in enumerate(solos):
         assert _member_matches(fused, solo, index, WEIGHT_TOL), MEMBERS[index]
 
 
-def test_the_tolerance_catches_a_learning_rate_off_by_a_thousandth(data):
+@WAYS
+def test_the_tolerance_catches_a_learning_rate_off_by_a_thousandth(data, way):
     images, x, y = data
     # The solo run of member 2 (the slowest learner) uses a learning rate 0.1% off.
     solo_lrs = [spec.lr for spec in MEMBERS]
     solo_lrs[2] *= 1.001
-    fused, solos, _, _ = _train_both(MEMBERS, images, x, y, solo_lrs=solo_lrs)
+    fused, solos, _, _ = _train_both(MEMBERS, images, x, y, solo_lrs=solo_lrs, way=way)
     assert not _member_matches(fused, solos[2], 2, WEIGHT_TOL)
     assert all(_member_matches(fused, solos[i], i, WEIGHT_TOL) for i in (0, 1, 3))
 
 
-def test_training_matches_in_float64_to_1e_12(data):
+@WAYS
+def test_training_matches_in_float64_to_1e_12(data, way):
     # Without float32's rounding the agreement is ~1e-17: the arithmetic is the same.
     images, x, y = data
-    fused, solos, fused_losses, solo_losses = _train_both(MEMBERS[:2], images, x, y, dtype=torch.float64)
+    fused, solos, fused_losses, solo_losses = _train_both(MEMBERS[:2], images, x, y, dtype=torch.float64, way=way)
     torch.testing.assert_close(fused_losses, solo_losses, rtol=1e-12, atol=1e-12)
     for index, solo in enumerate(solos):
         assert _member_matches(fused, solo, index, {"rtol": 1e-12, "atol": 1e-12})
@@ -213,26 +229,73 @@ def test_optimizer_refuses_stale_views_and_clipping(data):
         fused.configure_gradient_clipping(optimizer, gradient_clip_val=1.0)
 
 
-def _train_through_closures(members, images, x, y, dtype=torch.float32, device="cpu", cuda_graphs=True):
+def _train_through_closures(members, images, x, y, dtype=torch.float32, device="cpu", cuda_graphs=True, explicit_gradients=True):
     """Train a fused model as ``training_step`` does: ``optimizer.step(closure=train_closure(...))``."""
-    fused = build_fused(members, images, cuda_graphs=cuda_graphs).to(device=device, dtype=dtype)
+    fused = build_fused(members, images, cuda_graphs=cuda_graphs, explicit_gradients=explicit_gradients).to(device=device, dtype=dtype)
     optimizer = MemberAdam.for_model(fused)
     for xb, yb in _batches(x, y):
         optimizer.step(closure=fused.train_closure(xb.to(device=device, dtype=dtype), yb.to(device)))
     return fused
 
 
-def test_training_through_closures_is_the_plain_loop_and_counts_metrics(data):
+def _same_weights(first, second) -> bool:
+    return all(torch.equal(a, b) for (a, _), (b, _) in zip(first.stacked_parameters(), second.stacked_parameters(), strict=True))
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["autograd", "explicit"])
+def test_training_through_closures_is_the_plain_loop_and_counts_metrics(data, explicit):
+    # On the CPU a closure takes explicit_train's step for ReLU and linear members, unless turned off.
     images, x, y = data
-    plain, _, plain_losses, _ = _train_both(MEMBERS, images, x, y)
-    fused = _train_through_closures(MEMBERS, images, x, y)
-    for index in range(len(MEMBERS)):
-        for key, value in plain.member_state_dict(index).items():
-            assert torch.equal(fused.member_state_dict(index)[key], value), key  # the same operations
+    plain, _, plain_losses, _ = _train_both(MEMBERS, images, x, y, way="explicit" if explicit else "autograd")
+    fused = _train_through_closures(MEMBERS, images, x, y, explicit_gradients=explicit)
+    assert _same_weights(fused, plain)  # the same operations
     loss, acc = fused.epoch_metrics("train")
     sizes = torch.tensor([len(yb) for _, yb in _batches(x, y)], dtype=torch.float64)
     torch.testing.assert_close(loss, (plain_losses.double() * sizes[:, None]).sum(0) / sizes.sum())
     assert ((0 <= acc) & (acc <= 1)).all() and fused.epoch_metrics("train") is None
+
+
+def test_other_activations_train_through_autograd(data):
+    images, x, y = data
+    members = [MemberSpec("tanh", 1e-3, 1), MemberSpec("relu", 1e-3, 2)]
+    plain = _train_both(members, images, x, y, way="autograd")[0]
+    fused = _train_through_closures(members, images, x, y)
+    assert not fused.piecewise_linear and _same_weights(fused, plain)
+    with pytest.raises(ValueError, match="ReLU or linear"):
+        fused.explicit_train(x[:4], y[:4])
+
+
+@pytest.mark.parametrize("hidden", [(), (200, 50), (16, 8, 4)], ids=["no-hidden", "200-50", "16-8-4"])
+def test_explicit_gradients_are_autograds(data, hidden):
+    # float64, so that the only difference, the rounding, is far below the tolerance.
+    images, x, y = data
+    members = [MemberSpec("relu", 1e-3, 1), MemberSpec("linear", 1e-4, 2), MemberSpec("relu", 1e-2, 3)]
+    explicit, auto = (build_fused(members, images, hidden=hidden).double() for _ in range(2))
+    for rows in (slice(0, 32), slice(32, 33)):  # a full batch, and a batch of one
+        xb, yb = x[rows].double(), y[rows]
+        losses = explicit.explicit_train(xb, yb)
+        auto.zero_stacked_grads()
+        expected = auto._forward_losses(xb, yb, "train")
+        expected.sum().backward()
+        torch.testing.assert_close(losses, expected.detach(), rtol=1e-12, atol=1e-12)
+        for (ours, _), (theirs, _) in zip(explicit.stacked_parameters(), auto.stacked_parameters(), strict=True):
+            assert ours.grad.abs().max() > 0
+            torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-12, atol=1e-14)
+    for ours, theirs in zip(explicit.epoch_metrics("train"), auto.epoch_metrics("train"), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_optimizer_refuses_members_at_different_steps(data):
+    images, x, y = data
+    fused = build_fused(MEMBERS[:2], images)
+    optimizer = MemberAdam.for_model(fused)
+    optimizer.step(closure=fused.train_closure(x[:8], y[:8]))
+    state = optimizer.state_dict()
+    state["state"][0]["step"] = state["state"][0]["step"] + 1  # member 0's first tensor, one step ahead
+    resumed = MemberAdam.for_model(fused)
+    resumed.load_state_dict(state)
+    with pytest.raises(ValueError, match="same number of steps"):
+        resumed.step(closure=fused.train_closure(x[:8], y[:8]))
 
 
 @pytest.mark.gpu

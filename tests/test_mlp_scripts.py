@@ -96,6 +96,9 @@ def test_fused_sweep_equals_the_sequential_one_and_writes_what_train_mlp_writes(
         assert done.returncode == 0, done.stderr[-2000:]
     fused, sequential = _results_by_run(tmp_path / "fused"), _results_by_run(tmp_path / "sequential")
     assert sorted(fused) == sorted(sequential) == ["linear_lr1e-03", "linear_lr1e-04", "relu_lr1e-03", "relu_lr1e-04"]
+    # In the fused model, the members of one learning rate sit side by side (one Adam kernel call each).
+    places = sorted(fused.values(), key=lambda run: run["fused"]["member"])
+    assert [run["lr"] for run in places] == [1e-4, 1e-4, 1e-3, 1e-3]
     for name, alone in sequential.items():
         member = fused[name]
         assert set(member) - {"fused"} == set(alone)  # the same schema, plus where it sat in the fused model

@@ -1,0 +1,141 @@
+"""One training step of the fused sweep, piece by piece: gradients by autograd or written out, and Adam's kernel calls.
+
+    python benchmarks/bench_fused_step.py [--seeds 5] [--steps 50] [--blocks 6] [--limit-rows N]
+
+On the real training batches, with the 6 settings (relu, linear x 1e-3, 1e-5, 1e-9) x
+``--seeds`` seeds as members (30 by default), on the CPU with denormals flushed, as
+``train_fused`` trains:
+
+1. a whole training step, ``optimizer.step(closure=model.train_closure(...))``, with the
+   gradients from autograd (``explicit_gradients=False``) and from ``FusedMLPs.explicit_train``
+   (the default on the CPU). The two ways alternate in blocks of ``--steps`` steps, so that a
+   noisy neighbour slows both alike;
+2. the Adam kernel alone (``torch._fused_adam_``, as ``MemberAdam`` calls it) over the same
+   5 M parameters cut four ways: one call per member's tensor (what ``MemberAdam`` did
+   before), one call per run of members with the same learning rate, with the members in the
+   sweep's order (activation, learning rate, seed: 6 runs) and sorted by learning rate (3 runs,
+   how the sweep stores them now), and one call over the whole stacked tensors (one learning
+   rate for all: the floor, for reference). The step of (1) has the members sorted too.
+
+Prints one table of median milliseconds per step and the ratio to the first row of its group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from datamodules import SignMNISTDataModule
+from lightning_modules.fused import MemberAdam, build_fused, member_specs
+from lightning_modules.training import flush_denormals
+
+LRS = [1e-3, 1e-5, 1e-9]
+ACTS = ["relu", "linear"]
+
+
+def time_training_steps(args, datamodule, members) -> dict[str, float]:
+    """Median ms per training step of each way, from alternating blocks of ``args.steps`` steps."""
+    batches = list(datamodule.train_dataloader())
+    ways = {}
+    members = sorted(members, key=lambda member: member.lr)  # as the sweep stores them (one Adam call per rate)
+    for name, explicit in (("autograd", False), ("explicit", True)):
+        model = build_fused(members, datamodule.train_images, explicit_gradients=explicit)
+        ways[name] = (model, MemberAdam.for_model(model))
+    per_step = {name: [] for name in ways}
+    position = 0
+    for block in range(args.blocks + 1):  # the first block of each way warms up
+        chunk = [batches[(position + i) % len(batches)] for i in range(args.steps)]
+        position += args.steps
+        for name, (model, optimizer) in ways.items():
+            started = time.perf_counter()
+            for images, labels in chunk:
+                optimizer.step(closure=model.train_closure(images, labels))
+            if block:
+                per_step[name].append((time.perf_counter() - started) / args.steps * 1e3)
+    return {name: statistics.median(times) for name, times in per_step.items()}
+
+
+def time_adam_calls(args, members) -> dict[str, float]:
+    """Median ms of one Adam step over the members' parameters, cut into kernel calls four ways."""
+    model = build_fused(members)
+    S = model.num_members
+    stacked = [(param.detach(), shape) for param, shape in model.stacked_parameters()]
+    generator = torch.Generator().manual_seed(0)
+    tensors = [
+        [param for param, _ in stacked],
+        [torch.randn(param.shape, generator=generator) * 1e-3 for param, _ in stacked],  # gradients
+        [torch.zeros_like(param) for param, _ in stacked],  # first moments
+        [torch.zeros_like(param) for param, _ in stacked],  # second moments
+    ]
+
+    def runs(order: list[int]) -> list[tuple[int, int]]:
+        """(first, stop) of each run of one learning rate, with the members stored in ``order``."""
+        lrs = [members[i].lr for i in order]
+        cut, first = [], 0
+        for stop in range(1, S + 1):
+            if stop == S or lrs[stop] != lrs[first]:
+                cut.append((first, stop))
+                first = stop
+        return cut
+
+    cuts = {
+        "one call per member's tensor": [(i, i + 1) for i in range(S)],
+        "one call per run of one learning rate, members as listed": runs(list(range(S))),
+        "one call per learning rate, members sorted by it (as the sweep stores them)": runs(sorted(range(S), key=lambda i: members[i].lr)),
+        "one call over the stacked tensors (one learning rate for all: the floor)": [(0, S)],
+    }
+    # The argument lists are cut once, as MemberAdam's plan does: only the kernel calls are timed.
+    calls = {
+        name: [([[t.view(S, *shape)[first:stop] for t, (_, shape) in zip(group, stacked)] for group in tensors],
+                [torch.ones(()) for _ in stacked]) for first, stop in cut]
+        for name, cut in cuts.items()
+    }
+
+    def step(name: str) -> None:
+        for (params, grads, exp_avgs, exp_avg_sqs), steps in calls[name]:
+            torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=1e-3, beta1=0.9,
+                               beta2=0.999, weight_decay=0.0, eps=1e-7, maximize=False, grad_scale=None, found_inf=None)
+
+    times = {name: [] for name in cuts}
+    for block in range(args.blocks + 1):
+        for name in cuts:
+            started = time.perf_counter()
+            for _ in range(args.steps):
+                step(name)
+            if block:
+                times[name].append((time.perf_counter() - started) / args.steps * 1e3)
+    return {f"{name} ({len(cut) * len(stacked)} tensors)": statistics.median(times[name]) for name, cut in cuts.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per setting (default 5: 30 members)")
+    parser.add_argument("--steps", type=int, default=50, help="steps per timed block (default 50)")
+    parser.add_argument("--blocks", type=int, default=6, help="timed blocks per way, after one warm-up block (default 6)")
+    parser.add_argument("--limit-rows", type=int, default=None, help="first N rows of each CSV only (default all)")
+    args = parser.parse_args()
+    if args.seeds < 1 or args.steps < 1 or args.blocks < 1:
+        parser.error("--seeds, --steps and --blocks must be at least 1")
+    members = member_specs(ACTS, LRS, range(22, 22 + args.seeds))  # the sweep's order: activation, learning rate, seed
+    with flush_denormals(True):
+        datamodule = SignMNISTDataModule(limit_rows=args.limit_rows)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        steps = time_training_steps(args, datamodule, members)
+        adam = time_adam_calls(args, members)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(members)} members, "
+          f"median of {args.blocks} blocks of {args.steps} steps\n")
+    print("| piece | ms per step | ratio |")
+    print("|---|---|---|")
+    for group in (steps, adam):
+        baseline = next(iter(group.values()))
+        for name, ms in group.items():
+            label = f"training step, gradients by {'explicit_train' if name == 'explicit' else name}" if group is steps else f"Adam kernel, {name}"
+            print(f"| {label} | {ms:.2f} | {ms / baseline:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
