@@ -18,6 +18,12 @@ On the real training batches, with the 6 settings (relu, linear x 1e-3, 1e-5, 1e
    rate for all: the floor, for reference). The step of (1) has the members sorted too.
 
 Prints one table of median milliseconds per step and the ratio to the first row of its group.
+
+``--per-epoch N`` instead trains the members for N whole epochs (``explicit_train`` and
+``MemberAdam``, no Lightning, no validation) and prints, per epoch, the seconds spent computing
+gradients and in Adam's step, and at the end how closely the two move together (Pearson's r):
+Adam's kernel does the same work on any numbers (denormals flushed), so if both slow down
+together, the machine slowed, not the training.
 """
 
 from __future__ import annotations
@@ -110,20 +116,51 @@ def time_adam_calls(args, members) -> dict[str, float]:
     return {f"{name} ({len(cut) * len(stacked)} tensors)": statistics.median(times[name]) for name, cut in cuts.items()}
 
 
+def time_epochs(args, datamodule, members) -> list[tuple[float, float]]:
+    """(gradient seconds, Adam seconds) of each of ``args.per_epoch`` training epochs."""
+    model = build_fused(sorted(members, key=lambda member: member.lr), datamodule.train_images)
+    optimizer = MemberAdam.for_model(model)
+    epochs = []
+    for _ in range(args.per_epoch):
+        gradients = adam = 0.0
+        for images, labels in datamodule.train_dataloader():
+            started = time.perf_counter()
+            model.explicit_train(images, labels)
+            middle = time.perf_counter()
+            optimizer.step()
+            gradients, adam = gradients + middle - started, adam + time.perf_counter() - middle
+        model.epoch_metrics("train")  # start the sums again
+        epochs.append((gradients, adam))
+        print(f"| {len(epochs)} | {gradients:.2f} | {adam:.2f} |", flush=True)
+    return epochs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5, help="seeds per setting (default 5: 30 members)")
     parser.add_argument("--steps", type=int, default=50, help="steps per timed block (default 50)")
     parser.add_argument("--blocks", type=int, default=6, help="timed blocks per way, after one warm-up block (default 6)")
     parser.add_argument("--limit-rows", type=int, default=None, help="first N rows of each CSV only (default all)")
+    parser.add_argument("--per-epoch", type=int, default=0, metavar="N",
+                        help="instead: N whole training epochs, gradient and Adam seconds per epoch")
     args = parser.parse_args()
-    if args.seeds < 1 or args.steps < 1 or args.blocks < 1:
-        parser.error("--seeds, --steps and --blocks must be at least 1")
+    if args.seeds < 1 or args.steps < 1 or args.blocks < 1 or args.per_epoch < 0:
+        parser.error("--seeds, --steps and --blocks must be at least 1, --per-epoch at least 0")
     members = member_specs(ACTS, LRS, range(22, 22 + args.seeds))  # the sweep's order: activation, learning rate, seed
     with flush_denormals(True):
         datamodule = SignMNISTDataModule(limit_rows=args.limit_rows)
         datamodule.prepare_data()
         datamodule.setup("fit")
+        if args.per_epoch:
+            print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(members)} members\n")
+            print("| epoch | gradients s | Adam s |")
+            print("|---|---|---|")
+            epochs = time_epochs(args, datamodule, members)
+            if len(epochs) > 2:
+                r = statistics.correlation(*zip(*epochs))
+                print(f"\ngradients {min(g for g, _ in epochs):.2f}-{max(g for g, _ in epochs):.2f} s, "
+                      f"Adam {min(a for _, a in epochs):.2f}-{max(a for _, a in epochs):.2f} s, Pearson's r {r:.2f}")
+            return
         steps = time_training_steps(args, datamodule, members)
         adam = time_adam_calls(args, members)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(members)} members, "
