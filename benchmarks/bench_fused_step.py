@@ -11,11 +11,12 @@ On the real training batches, with the 6 settings (relu, linear x 1e-3, 1e-5, 1e
    (the default on the CPU). The two ways alternate in blocks of ``--steps`` steps, so that a
    noisy neighbour slows both alike;
 2. the Adam kernel alone (``torch._fused_adam_``, as ``MemberAdam`` calls it) over the same
-   5 M parameters cut four ways: one call per member's tensor (what ``MemberAdam`` did
-   before), one call per run of members with the same learning rate, with the members in the
-   sweep's order (activation, learning rate, seed: 6 runs) and sorted by learning rate (3 runs,
-   how the sweep stores them now), and one call over the whole stacked tensors (one learning
-   rate for all: the floor, for reference). The step of (1) has the members sorted too.
+   5 M parameters cut four ways: one call per member, with that member's 6 tensors (what
+   ``MemberAdam`` did before); one call per learning rate with a slice per run of members at
+   that rate (what it does now), the members in the sweep's order (activation, learning rate,
+   seed: 6 runs) or sorted by learning rate (3 runs, how the sweep stores them); and one call
+   over the 6 stacked tensors (one learning rate for all: the floor, for reference). The step
+   of (1) has the members sorted too.
 
 Prints one table of median milliseconds per step and the ratio to the first row of its group.
 
@@ -77,26 +78,30 @@ def time_adam_calls(args, members) -> dict[str, float]:
         [torch.zeros_like(param) for param, _ in stacked],  # second moments
     ]
 
-    def runs(order: list[int]) -> list[tuple[int, int]]:
-        """(first, stop) of each run of one learning rate, with the members stored in ``order``."""
+    def by_learning_rate(order: list[int]) -> list[list[tuple[int, int]]]:
+        """MemberAdam's calls with the members stored in ``order``: one per learning rate, each
+        with the (first, stop) of every run of consecutive members at that rate."""
         lrs = [members[i].lr for i in order]
-        cut, first = [], 0
+        calls: dict[float, list[tuple[int, int]]] = {}
+        first = 0
         for stop in range(1, S + 1):
             if stop == S or lrs[stop] != lrs[first]:
-                cut.append((first, stop))
+                calls.setdefault(lrs[first], []).append((first, stop))
                 first = stop
-        return cut
+        return list(calls.values())
 
-    cuts = {
-        "one call per member's tensor": [(i, i + 1) for i in range(S)],
-        "one call per run of one learning rate, members as listed": runs(list(range(S))),
-        "one call per learning rate, members sorted by it (as the sweep stores them)": runs(sorted(range(S), key=lambda i: members[i].lr)),
-        "one call over the stacked tensors (one learning rate for all: the floor)": [(0, S)],
+    cuts = {  # each a list of kernel calls, each call a list of (first, stop) member slices
+        "one call per member": [[(i, i + 1)] for i in range(S)],
+        "one call per learning rate, members in the sweep's order": by_learning_rate(list(range(S))),
+        "one call per learning rate, members sorted by it (as the sweep stores them)":
+            by_learning_rate(sorted(range(S), key=lambda i: members[i].lr)),
+        "one call over the stacked tensors (one learning rate for all: the floor)": [[(0, S)]],
     }
     # The argument lists are cut once, as MemberAdam's plan does: only the kernel calls are timed.
     calls = {
-        name: [([[t.view(S, *shape)[first:stop] for t, (_, shape) in zip(group, stacked)] for group in tensors],
-                [torch.ones(()) for _ in stacked]) for first, stop in cut]
+        name: [([[t.view(S, *shape)[first:stop] for first, stop in call for t, (_, shape) in zip(group, stacked)]
+                 for group in tensors],
+                [torch.ones(()) for _ in call for _ in stacked]) for call in cut]
         for name, cut in cuts.items()
     }
 
@@ -113,7 +118,8 @@ def time_adam_calls(args, members) -> dict[str, float]:
                 step(name)
             if block:
                 times[name].append((time.perf_counter() - started) / args.steps * 1e3)
-    return {f"{name} ({len(cut) * len(stacked)} tensors)": statistics.median(times[name]) for name, cut in cuts.items()}
+    return {f"{name} ({len(cut)} call{'s' * (len(cut) > 1)}, {sum(len(call) for call in cut) * len(stacked)} tensors)":
+            statistics.median(times[name]) for name, cut in cuts.items()}
 
 
 def time_epochs(args, datamodule, members) -> list[tuple[float, float]]:

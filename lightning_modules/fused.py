@@ -319,7 +319,7 @@ class FusedMLPs(StagedSteps):
         products are products of its own (one batched product over the members, the shared input
         broadcast, not copied), as a solo run on one thread computes them: on this project's CPU
         a member's weights after 20 steps equal such a solo run's to the bit, on one thread or two
-        (``tests/test_fused.py``). On 2 CPU cores, 30 members, a whole training step takes 0.78x
+        (``tests/test_fused.py``). On 2 CPU cores, 30 members, a whole training step takes 0.78-0.80x
         autograd's time (``benchmarks/bench_fused_step.py``): no graph is built, no gradient is
         allocated, float masks replace the activations' backward passes, and this CPU's matrix
         library runs the batched first layer faster than the one wide product autograd needs.
@@ -566,7 +566,7 @@ class GraphedTrainStep:
 @dataclass
 class _Plan:
     steps: torch.Tensor  # [S * tensors per member] step counters, the states' "step" are views of it
-    calls: list  # per run of members with the same hyperparameters: (group, first, stop, params, exp_avgs, exp_avg_sqs, steps)
+    calls: list  # per distinct hyperparameters: (group, runs [(first, stop)], params, exp_avgs, exp_avg_sqs, steps)
 
 
 class MemberAdam(torch.optim.Adam):
@@ -577,15 +577,16 @@ class MemberAdam(torch.optim.Adam):
     learning rate. State is kept as ``Adam`` keeps it (``step``, ``exp_avg``, ``exp_avg_sq`` per
     view), so ``state_dict`` round-trips; the moments are views of stacked tensors too.
 
-    A step hands the kernel that ``torch.optim.Adam(fused=True)`` runs slices of the stacked
-    parameters, gradients and moments: one slice per run of consecutive members with the same
-    learning rate (the sweep stores its members sorted by learning rate: 3 calls for 30
-    members). The kernel is elementwise, so this is the same arithmetic as a solo
-    ``MLPClassifier``'s optimizer, with nothing copied and without ``Adam.step``'s per-group
-    bookkeeping (25 us per member per step). Few tensors matter on a CPU, where the kernel
-    starts its threads once per tensor: for 30 members, one call per member's tensor (180
-    tensors) took 3.3 ms a step, one call per learning rate (18 tensors) 2.1 ms, and one call
-    over the 6 stacked tensors 1.9 ms (``benchmarks/bench_fused_step.py``).
+    A step makes one call per learning rate to the kernel that ``torch.optim.Adam(fused=True)``
+    runs, handing it slices of the stacked parameters, gradients and moments: one slice per run
+    of consecutive members with that learning rate. The kernel is elementwise, so this is the
+    same arithmetic as a solo ``MLPClassifier``'s optimizer, with nothing copied and without
+    ``Adam.step``'s per-group bookkeeping (25 us per member per step). Few calls matter on a
+    GPU (one launch each); few tensors on a CPU, where the kernel starts its threads once per
+    tensor: for 30 members, one call per member (180 tensors) took 2.25 ms a step, one call per
+    learning rate 1.66 ms (the sweep's order, 6 runs: 36 tensors) or 1.62 ms (members sorted by
+    learning rate, as the sweep stores them: 18 tensors), one call over the 6 stacked tensors
+    1.51 ms (``benchmarks/bench_fused_step.py``).
 
     Adam written out on the stacked tensors with a per-member learning-rate tensor (foreach ops)
     made a whole training step 1.4x-1.6x slower (one CPU thread, 6 and 30 members): it passes over
@@ -636,10 +637,10 @@ class MemberAdam(torch.optim.Adam):
         grads = [grad.view(S, *shape) for grad, (_, shape) in zip(grads, self._stacked)]
         plan = self._plan or self._make_plan()
         plan.steps.add_(1)  # every state's step counter is a view of this one tensor
-        for group, first, stop, params, exp_avgs, exp_avg_sqs, steps in plan.calls:
+        for group, runs, params, exp_avgs, exp_avg_sqs, steps in plan.calls:
             beta1, beta2 = group["betas"]
             torch._fused_adam_(
-                params, [grad[first:stop] for grad in grads], exp_avgs, exp_avg_sqs, [], steps,
+                params, [grad[first:stop] for first, stop in runs for grad in grads], exp_avgs, exp_avg_sqs, [], steps,
                 amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2,
                 weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
                 grad_scale=None, found_inf=None,
@@ -679,23 +680,23 @@ class MemberAdam(torch.optim.Adam):
             for param in group["params"]:
                 self.state[param]["step"] = next(views)
         per_member = packed.view(S, len(self._stacked))
-        calls = []
+        calls: dict[tuple, tuple] = {}
         first = 0
         for stop in range(1, S + 1):
             key = self._hyperparameters(first)
             if stop < S and self._hyperparameters(stop) == key:
                 continue
+            # A run's members share one step counter per tensor in the call.
             if not torch.equal(per_member[first:stop], per_member[first].expand(stop - first, -1)):
                 raise ValueError("MemberAdam's members must have taken the same number of steps")
-            calls.append((
-                self.param_groups[first], first, stop,
-                [param.detach().view(S, *shape)[first:stop] for param, shape in self._stacked],
-                [stacked[first:stop] for stacked in moments["exp_avg"]],
-                [stacked[first:stop] for stacked in moments["exp_avg_sq"]],
-                list(per_member[first].unbind(0)),
-            ))
+            group, runs, params, exp_avgs, exp_avg_sqs, steps = calls.setdefault(key, (self.param_groups[first], [], [], [], [], []))
+            runs.append((first, stop))
+            params.extend(param.detach().view(S, *shape)[first:stop] for param, shape in self._stacked)
+            exp_avgs.extend(stacked[first:stop] for stacked in moments["exp_avg"])
+            exp_avg_sqs.extend(stacked[first:stop] for stacked in moments["exp_avg_sq"])
+            steps.extend(per_member[first].unbind(0))
             first = stop
-        self._plan = _Plan(packed, calls)
+        self._plan = _Plan(packed, list(calls.values()))
         return self._plan
 
     def _hyperparameters(self, member: int) -> tuple:

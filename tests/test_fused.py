@@ -298,6 +298,16 @@ def test_optimizer_refuses_members_at_different_steps(data):
         resumed.step(closure=fused.train_closure(x[:8], y[:8]))
 
 
+def test_members_of_one_learning_rate_apart_train_as_alone(data):
+    # Learning rate 1e-3 in two runs (members 0 and 2-3): one Adam call with a slice of each.
+    images, x, y = data
+    members = [MemberSpec("relu", 1e-3, 1), MemberSpec("linear", 1e-4, 2), MemberSpec("linear", 1e-3, 3), MemberSpec("relu", 1e-3, 4)]
+    fused, solos, fused_losses, solo_losses = _train_both(members, images, x, y, dtype=torch.float64, way="explicit")
+    torch.testing.assert_close(fused_losses, solo_losses, rtol=1e-12, atol=1e-12)
+    for index, solo in enumerate(solos):
+        assert _member_matches(fused, solo, index, {"rtol": 1e-12, "atol": 1e-12}), members[index]
+
+
 @pytest.mark.gpu
 @requires_cuda
 @pytest.mark.parametrize("cuda_graphs", [False, True], ids=["eager", "graph"])
