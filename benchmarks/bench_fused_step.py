@@ -10,13 +10,13 @@ On the real training batches, with the 6 settings (relu, linear x 1e-3, 1e-5, 1e
    gradients from autograd (``explicit_gradients=False``) and from ``FusedMLPs.explicit_train``
    (the default on the CPU). The two ways alternate in blocks of ``--steps`` steps, so that a
    noisy neighbour slows both alike;
-2. the Adam kernel alone (``torch._fused_adam_``, as ``MemberAdam`` calls it) over the same
-   5 M parameters cut four ways: one call per member, with that member's 6 tensors (what
-   ``MemberAdam`` did before); one call per learning rate with a slice per run of members at
-   that rate (what it does now), the members in the sweep's order (activation, learning rate,
-   seed: 6 runs) or sorted by learning rate (3 runs, how the sweep stores them); and one call
-   over the 6 stacked tensors (one learning rate for all: the floor, for reference). The step
-   of (1) has the members sorted too.
+2. Adam's step over the same 5 M parameters, the kernel (``torch._fused_adam_``) called four
+   ways: once per member, with that member's 6 tensors (what ``MemberAdam`` did before);
+   ``MemberAdam.step`` itself, one call per learning rate with a slice per run of members at
+   that rate, the members in the sweep's order (activation, learning rate, seed: 6 runs) or
+   sorted by learning rate (3 runs, how the sweep stores them); and once over the 6 stacked
+   tensors (one learning rate for all: the floor, for reference). The step of (1) has the
+   members sorted too.
 
 Prints one table of median milliseconds per step and the ratio to the first row of its group.
 
@@ -30,8 +30,10 @@ together, the machine slowed, not the training.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
+from functools import partial
 
 import torch
 
@@ -66,60 +68,46 @@ def time_training_steps(args, datamodule, members) -> dict[str, float]:
 
 
 def time_adam_calls(args, members) -> dict[str, float]:
-    """Median ms of one Adam step over the members' parameters, cut into kernel calls four ways."""
-    model = build_fused(members)
-    S = model.num_members
-    stacked = [(param.detach(), shape) for param, shape in model.stacked_parameters()]
+    """Median ms of one Adam step over the members' parameters, its kernel calls cut four ways:
+    once per member (what ``MemberAdam`` did before), ``MemberAdam.step`` itself with the members
+    in the sweep's order and sorted by learning rate, and once over the stacked tensors."""
     generator = torch.Generator().manual_seed(0)
-    tensors = [
-        [param for param, _ in stacked],
-        [torch.randn(param.shape, generator=generator) * 1e-3 for param, _ in stacked],  # gradients
-        [torch.zeros_like(param) for param, _ in stacked],  # first moments
-        [torch.zeros_like(param) for param, _ in stacked],  # second moments
-    ]
+    model = build_fused(members)
+    S, stacked = model.num_members, model.stacked_parameters()
+    tensors = [[param.detach() for param, _ in stacked]]
+    tensors += [[torch.randn(param.shape, generator=generator) * 1e-3 for param, _ in stacked]]  # gradients
+    tensors += [[torch.zeros_like(param.detach()) for param, _ in stacked] for _ in range(2)]  # moments
 
-    def by_learning_rate(order: list[int]) -> list[list[tuple[int, int]]]:
-        """MemberAdam's calls with the members stored in ``order``: one per learning rate, each
-        with the (first, stop) of every run of consecutive members at that rate."""
-        lrs = [members[i].lr for i in order]
-        calls: dict[float, list[tuple[int, int]]] = {}
-        first = 0
-        for stop in range(1, S + 1):
-            if stop == S or lrs[stop] != lrs[first]:
-                calls.setdefault(lrs[first], []).append((first, stop))
-                first = stop
-        return list(calls.values())
+    def kernel_calls(slices: list[tuple[int, int]]):
+        """The kernel once per (first, stop) slice of the members, the argument lists cut once."""
+        calls = []
+        for first, stop in slices:
+            arguments = [[t.view(S, *shape)[first:stop] for t, (_, shape) in zip(group, stacked)] for group in tensors]
+            calls.append(partial(torch._fused_adam_, *arguments, [], [torch.ones(()) for _ in stacked], amsgrad=False, lr=1e-3,
+                                 beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-7, maximize=False, grad_scale=None,
+                                 found_inf=None))
+        return lambda: [call() for call in calls]
 
-    cuts = {  # each a list of kernel calls, each call a list of (first, stop) member slices
-        "one call per member": [[(i, i + 1)] for i in range(S)],
-        "one call per learning rate, members in the sweep's order": by_learning_rate(list(range(S))),
-        "one call per learning rate, members sorted by it (as the sweep stores them)":
-            by_learning_rate(sorted(range(S), key=lambda i: members[i].lr)),
-        "one call over the stacked tensors (one learning rate for all: the floor)": [[(0, S)]],
-    }
-    # The argument lists are cut once, as MemberAdam's plan does: only the kernel calls are timed.
-    calls = {
-        name: [([[t.view(S, *shape)[first:stop] for first, stop in call for t, (_, shape) in zip(group, stacked)]
-                 for group in tensors],
-                [torch.ones(()) for _ in call for _ in stacked]) for call in cut]
-        for name, cut in cuts.items()
-    }
+    steps = {f"kernel, one call per member ({S} calls, {S * len(stacked)} tensors)": kernel_calls([(i, i + 1) for i in range(S)])}
+    for order, ordered in (("in the sweep's order", members),
+                           ("sorted by it (as the sweep stores them)", sorted(members, key=lambda member: member.lr))):
+        fused = build_fused(ordered)
+        for param, _ in fused.stacked_parameters():
+            param.grad = torch.randn(param.shape, generator=generator) * 1e-3
+        runs = 1 + sum(a.lr != b.lr for a, b in itertools.pairwise(ordered))
+        calls = len({member.lr for member in ordered})
+        steps[f"MemberAdam.step, members {order} ({calls} calls, {runs * len(stacked)} tensors)"] = MemberAdam.for_model(fused).step
+    steps[f"kernel, one call over the stacked tensors: the floor (1 call, {len(stacked)} tensors)"] = kernel_calls([(0, S)])
 
-    def step(name: str) -> None:
-        for (params, grads, exp_avgs, exp_avg_sqs), steps in calls[name]:
-            torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=1e-3, beta1=0.9,
-                               beta2=0.999, weight_decay=0.0, eps=1e-7, maximize=False, grad_scale=None, found_inf=None)
-
-    times = {name: [] for name in cuts}
+    times = {name: [] for name in steps}
     for block in range(args.blocks + 1):
-        for name in cuts:
+        for name, step in steps.items():
             started = time.perf_counter()
             for _ in range(args.steps):
-                step(name)
+                step()
             if block:
                 times[name].append((time.perf_counter() - started) / args.steps * 1e3)
-    return {f"{name} ({len(cut)} call{'s' * (len(cut) > 1)}, {sum(len(call) for call in cut) * len(stacked)} tensors)":
-            statistics.median(times[name]) for name, cut in cuts.items()}
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def time_epochs(args, datamodule, members) -> list[tuple[float, float]]:
@@ -176,7 +164,7 @@ def main() -> None:
     for group in (steps, adam):
         baseline = next(iter(group.values()))
         for name, ms in group.items():
-            label = f"training step, gradients by {'explicit_train' if name == 'explicit' else name}" if group is steps else f"Adam kernel, {name}"
+            label = f"training step, gradients by {'explicit_train' if name == 'explicit' else name}" if group is steps else f"Adam: {name}"
             print(f"| {label} | {ms:.2f} | {ms / baseline:.2f}x |")
 
 

@@ -180,15 +180,12 @@ class FusedMLPs(StagedSteps):
             self.register_buffer(f"_mask0_{number}", chosen.repeat_interleave(self.widths[1]), persistent=False)
             self.register_buffer(f"_mask_{number}", chosen.view(-1, 1, 1), persistent=False)
             self._other_acts.append((ACTIVATIONS[act](), f"_mask0_{number}", f"_mask_{number}"))
-        # For explicit_train: the members whose activation's derivative is all ones.
-        # Floats, as the derivative masks are (a mask of bools costs 5x as much to apply on a CPU).
+        # For explicit_train: whether every activation's derivative is a 0/1 mask, and the members
+        # whose mask is all ones. Floats, as the derivative masks are (a mask of bools costs several
+        # times as much to apply on a CPU).
+        self.piecewise_linear = set(acts) <= {"relu", "linear"}
         linear = torch.tensor([float(a == "linear") for a in acts]).view(-1, 1, 1)
         self.register_buffer("_linear_members", linear if linear.any() else None, persistent=False)
-
-    @property
-    def piecewise_linear(self) -> bool:
-        """Every member's activation is ReLU or linear: its derivative is a 0/1 mask."""
-        return all(member.act in ("relu", "linear") for member in self.members)
 
     def _activate(self, h: torch.Tensor, first: bool) -> torch.Tensor:
         out = self._base_act(h)
@@ -293,6 +290,8 @@ class FusedMLPs(StagedSteps):
         ``Tensor.backward``; Lightning's ``manual_backward`` in ``training_step``). On CUDA, in one
         process, that work is recorded once as a CUDA graph (:class:`GraphedTrainStep`) and
         replayed for every batch of the recorded size: one launch instead of ~40 small kernels.
+        On the CPU, for ReLU and linear members, :meth:`explicit_train` does it without autograd
+        (``backward`` is then not called).
         """
         graph = self._graph_for(images)
         if graph is not None:
@@ -309,7 +308,7 @@ class FusedMLPs(StagedSteps):
         """One training batch's losses ``[S]``, metric sums and gradients, the gradients written
         by hand into the stacked parameters' ``.grad`` (kept from step to step).
 
-        For members whose activations are ReLU or linear (:attr:`piecewise_linear`) the backward
+        For members whose activations are ReLU or linear (``piecewise_linear``) the backward
         pass is a handful of batched products: with ``delta`` the gradient of the summed losses
         at a layer's output, the layer's weight gradient is ``delta^T @ input`` and its input's
         gradient is ``delta @ weight`` times the activation's 0/1 derivative, the mask of
@@ -319,7 +318,7 @@ class FusedMLPs(StagedSteps):
         products are products of its own (one batched product over the members, the shared input
         broadcast, not copied), as a solo run on one thread computes them: on this project's CPU
         a member's weights after 20 steps equal such a solo run's to the bit, on one thread or two
-        (``tests/test_fused.py``). On 2 CPU cores, 30 members, a whole training step takes 0.78-0.80x
+        (``tests/test_fused.py``). On 2 CPU cores, 30 members, a whole training step takes 0.76-0.80x
         autograd's time (``benchmarks/bench_fused_step.py``): no graph is built, no gradient is
         allocated, float masks replace the activations' backward passes, and this CPU's matrix
         library runs the batched first layer faster than the one wide product autograd needs.
@@ -583,10 +582,10 @@ class MemberAdam(torch.optim.Adam):
     same arithmetic as a solo ``MLPClassifier``'s optimizer, with nothing copied and without
     ``Adam.step``'s per-group bookkeeping (25 us per member per step). Few calls matter on a
     GPU (one launch each); few tensors on a CPU, where the kernel starts its threads once per
-    tensor: for 30 members, one call per member (180 tensors) took 2.25 ms a step, one call per
-    learning rate 1.66 ms (the sweep's order, 6 runs: 36 tensors) or 1.62 ms (members sorted by
-    learning rate, as the sweep stores them: 18 tensors), one call over the 6 stacked tensors
-    1.51 ms (``benchmarks/bench_fused_step.py``).
+    tensor: for 30 members, the kernel once per member (180 tensors) took 2.32 ms a step, this
+    step 2.10 ms (the sweep's order, 6 runs: 36 tensors) or 2.02 ms (members sorted by learning
+    rate, as the sweep stores them: 18 tensors), the kernel once over the 6 stacked tensors
+    1.64 ms (``benchmarks/bench_fused_step.py``).
 
     Adam written out on the stacked tensors with a per-member learning-rate tensor (foreach ops)
     made a whole training step 1.4x-1.6x slower (one CPU thread, 6 and 30 members): it passes over
