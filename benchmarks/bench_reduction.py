@@ -129,7 +129,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per step (median reported; default 1)")
     args = parser.parse_args()
 
-    usable, reason = cuml_status()
+    status = cuml_status()
+    usable, reason = status.usable, status.reason
     backends = [b for b in args.backends if b == "sklearn" or usable]
     if "cuml" in args.backends and not usable:
         print(f"cuml skipped: {reason}")

@@ -1,8 +1,11 @@
 """Where each algorithm runs: RAPIDS cuML on an NVIDIA GPU, scikit-learn on the CPU.
 
-This is the one place that decides. ``select_backend("auto" | "sklearn" | "cuml")`` picks a
-backend; ``implementation(algorithm, backend)`` returns the class or function to call and the
-place it actually runs, following the table ``IMPLEMENTATIONS``. cuML 26.x lacks some of the
+This is the one place that decides. :func:`cuml_status` answers "can cuML run here?" (cuML
+imports and CuPy can use a CUDA device); ``select_backend("auto" | "sklearn" | "cuml")`` picks a
+backend from it; ``implementation(algorithm, backend)`` returns the class or function to call and
+the place it actually runs, following the table ``IMPLEMENTATIONS``. Where cuML and scikit-learn
+spell a parameter differently, the estimators read what the class accepts from the class itself
+(:func:`parameter_names`), not from a table of versions. cuML 26.x lacks some of the
 study's algorithms (GaussianMixture, LLE, MDS); for those the GPU backend falls back along the
 row of the table (scikit-learn's Array API dispatch on torch CUDA tensors where scikit-learn
 supports it, else scikit-learn on the CPU) and says so once. That Array API path needs SciPy's
@@ -16,7 +19,9 @@ names lazily), so it can be imported first.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -75,33 +80,122 @@ class Backend:
         return self.name == "cuml"
 
 
+@dataclass(frozen=True)
+class CumlStatus:
+    """The answer to "can cuML run here?": ``usable``, whether ``import cuml`` works
+    (``imports``), and a one-line ``reason``."""
+
+    usable: bool
+    imports: bool
+    reason: str
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 @lru_cache(maxsize=1)
-def cuml_status() -> tuple[bool, str]:
-    """(usable, reason): cuML imports and a CUDA device is present."""
+def cuml_status() -> CumlStatus:
+    """Can cuML run here? Asked as cuML asks it, once per process.
+
+    ``import cuml`` must work, and then CuPy (cuML's own array library, which cuML's benchmark
+    tools query the same way) must count at least one CUDA device and copy a value to it and
+    back, which creates the device context cuML's fits need. torch is not asked: a CPU-only
+    torch does not stop cuML, and a device torch can use may still be one CuPy cannot (a driver
+    older than CuPy's CUDA). Everything runs inside ``try``: any failure is an answer, not a crash.
+    This is the one function that answers the question (tests replace it to drive the cuML path).
+    """
     try:
         import cuml  # noqa: F401
     except Exception as exc:  # ImportError, or a CUDA library failing to load
-        return False, f"cuML is not installed or does not import ({type(exc).__name__}: {exc})"
+        return CumlStatus(False, False, f"cuML is not installed or does not import ({_first_line(exc)})")
     try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return False, "no CUDA device is visible"
+        import cupy
     except Exception as exc:
-        return False, f"cannot query CUDA ({exc})"
-    return True, "cuML and a CUDA device are present"
+        return CumlStatus(False, True, f"cuML imports, but CuPy does not ({_first_line(exc)})")
+    try:
+        import numpy
+
+        count = int(cupy.cuda.runtime.getDeviceCount())
+        if count < 1:
+            return CumlStatus(False, True, "cuML imports, but CuPy sees no CUDA device")
+        cupy.asarray(numpy.ones(1, dtype=numpy.float32)).get()
+    except Exception as exc:  # CUDARuntimeError (no device, driver too old), a missing CUDA library...
+        return CumlStatus(False, True, f"cuML imports, but CuPy cannot use a CUDA device ({_first_line(exc)})")
+    return CumlStatus(True, True, f"cuML and {count} CUDA device(s) usable through CuPy")
 
 
 def select_backend(requested: str = "auto") -> Backend:
-    """``auto``: cuML when it imports and a CUDA device is present, else scikit-learn."""
+    """``auto``: cuML when :func:`cuml_status` says it can run here, else scikit-learn.
+
+    ``cuml`` where it cannot run is a :class:`BackendError` (one line saying why). ``auto`` on a
+    machine where cuML is installed but cannot run says so once (a note), then uses scikit-learn.
+    """
     if requested not in BACKEND_CHOICES:
         raise BackendError(f"unknown backend {requested!r}; choose one of {', '.join(BACKEND_CHOICES)}")
     if requested == "sklearn":
         return Backend("sklearn")
-    usable, reason = cuml_status()
-    if requested == "cuml" and not usable:
-        raise BackendError(f"backend 'cuml' was asked for, but {reason}; install the 'gpu' extra on an NVIDIA machine or use --backend sklearn")
-    return Backend("cuml" if usable else "sklearn")
+    status = cuml_status()
+    if requested == "cuml" and not status.usable:
+        raise BackendError(f"backend 'cuml' was asked for, but {status.reason}; install the 'gpu' (CUDA 12) or "
+                           "'gpu-cu13' (CUDA 13) extra on an NVIDIA machine or use --backend sklearn")
+    if not status.usable and status.imports:
+        announce(f"{status.reason}; using scikit-learn on the CPU")
+    return Backend("cuml" if status.usable else "sklearn")
+
+
+def parameter_names(factory) -> frozenset[str]:
+    """The keyword arguments ``factory`` (a cuML or scikit-learn class, or a function) accepts,
+    read from the object itself at run time: its ``_get_param_names()`` (scikit-learn's and
+    cuML's estimators both have one), else its signature."""
+    getter = getattr(factory, "_get_param_names", None)
+    if getter is not None:
+        try:
+            return frozenset(getter())
+        except Exception:  # an unbound classmethod quirk; fall back to the signature
+            pass
+    return frozenset(inspect.signature(factory).parameters)
+
+
+def accepted(factory, **optional) -> dict:
+    """The ``optional`` keyword arguments that ``factory`` accepts (see :func:`parameter_names`).
+
+    Only for arguments whose absence changes nothing the caller promises (``random_state`` of
+    an exact PCA, ``n_jobs`` of a forest); everything else is passed as it is, so that a keyword
+    a backend does not know fails loudly.
+    """
+    names = parameter_names(factory)
+    return {name: value for name, value in optional.items() if name in names}
+
+
+# Distributions that install the ``cuml`` package: the pip wheels for CUDA 13 and 12, conda's.
+CUML_DISTRIBUTIONS = ("cuml-cu13", "cuml-cu12", "cuml")
+
+
+def cuml_distribution() -> tuple[str, str] | None:
+    """(distribution, version) of the installed cuML, read from package metadata (nothing is
+    imported); None when none of :data:`CUML_DISTRIBUTIONS` is installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in CUML_DISTRIBUTIONS:
+        try:
+            return name, version(name)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def cuml_version(prefer_imported: bool = True) -> str | None:
+    """The cuML version for reports: "26.10.0 (cuml-cu13)" from the package metadata, or, with
+    ``prefer_imported`` and cuML already imported in this process, that module's ``__version__``
+    (what actually ran). None where cuML is absent. Never imports cuML itself. Run fingerprints
+    pass ``prefer_imported=False``, so that they do not change once cuML has been imported."""
+    module = sys.modules.get("cuml") if prefer_imported else None
+    if module is not None:
+        return str(getattr(module, "__version__", "unknown"))
+    found = cuml_distribution()
+    return None if found is None else f"{found[1]} ({found[0]})"
 
 
 def implementation(algorithm: str, backend: Backend):

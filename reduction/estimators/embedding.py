@@ -17,13 +17,11 @@ called so that its parameters mean what scikit-learn's mean (:func:`cuml_tsne_kw
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from reduction.backend import announce, implementation, select_backend, to_numpy
+from reduction.backend import announce, implementation, parameter_names, select_backend, to_numpy
 
 # scikit-learn's estimator checks on backend="sklearn" (see reduction/estimators/pca.py). Their
 # data sets have 10 to 30 rows: t-SNE's perplexity must be below the row count (scikit-learn's
@@ -178,16 +176,6 @@ def sklearn_mds_kwargs(accepted: set[str], sklearn_version: str, random_state=No
     return params
 
 
-def _param_names(factory) -> set[str]:
-    getter = getattr(factory, "_get_param_names", None)
-    if getter is not None:
-        try:
-            return set(getter())
-        except Exception:  # an unbound classmethod quirk; fall back to the signature
-            pass
-    return set(inspect.signature(factory).parameters)
-
-
 class _Embedding(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Shared plumbing: the backend lookup and ``fit`` through ``fit_transform``."""
 
@@ -258,7 +246,7 @@ class TSNE(_Embedding):
         )
         if self.place_ == "cuml":
             self.params_ = cuml_tsne_kwargs(
-                len(X), method=self.cuml_method, iteration_name=iteration_parameter_name(_param_names(factory)), **common
+                len(X), method=self.cuml_method, iteration_name=iteration_parameter_name(parameter_names(factory)), **common
             )
         else:
             self.params_ = sklearn_tsne_kwargs(**common)
@@ -393,7 +381,7 @@ class MDS(_Embedding):
 
             workers, self.init_draws_ = max(2, min(int(self.n_init), effective_n_jobs(self.n_jobs))), "seeded"
         self.params_ = sklearn_mds_kwargs(
-            _param_names(factory), sklearn.__version__, self.random_state, n_init=int(self.n_init),
+            parameter_names(factory), sklearn.__version__, self.random_state, n_init=int(self.n_init),
             max_iter=int(self.max_iter), n_jobs=workers,
         )
         self.estimator_ = factory(**self.params_)
