@@ -8,7 +8,9 @@ scikit-learn object) and ``place_``, where the fit ran ("cuml", "sklearn-cuda" o
 * :class:`KMeans` runs ``cuml.cluster.KMeans`` or ``sklearn.cluster.KMeans``. Both take the
   reference's ``init="random"``, ``n_init`` and ``random_state``; the runs differ in their random
   streams (the GPU cannot reproduce NumPy's draws) and in ``tol``: scikit-learn scales it by the
-  mean feature variance, cuML compares it with the centroid shift.
+  mean feature variance, cuML compares it with the centroid shift. ``transform`` gives plain
+  Euclidean distances on both: cuML's returns squared ones (its L2Expanded metric, at least up
+  to 26.10), which each fit detects from cuML's own output (:func:`transform_is_squared`).
 * :class:`GaussianMixture` is scikit-learn's GaussianMixture (cuML has none). On the GPU it runs
   with scikit-learn's Array API dispatch on torch CUDA tensors ("sklearn-cuda"). scikit-learn
   1.9 allows only ``init_params`` "random" and "random_from_data" under Array API; the
@@ -55,12 +57,14 @@ EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {"KMeans": {}, "GaussianMixt
 class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
     """K-Means on cuML (GPU) or scikit-learn (CPU), with scikit-learn's parameter meanings.
 
-    Data are cast to float32 on every backend (cuML's working type); ``transform`` (distances to
-    the centres) returns float32. ``score`` is the negative inertia of X, as in scikit-learn.
+    Data are cast to float32 on every backend (cuML's working type); ``transform`` (Euclidean
+    distances to the centres, not squared, whatever the backend returns) gives float32.
+    ``score`` is the negative inertia of X, as in scikit-learn.
 
     Fitted attributes: ``labels_`` (int64, NumPy), ``cluster_centers_``, ``inertia_`` (sum of
     squared distances to the closest centre), ``n_iter_``, ``estimator_``, ``place_``,
-    ``n_features_in_``, ``fit_seconds_``.
+    ``n_features_in_``, ``fit_seconds_``, ``backend_squares_distances_`` (whether the backend's
+    ``transform`` returned squared distances, which ``transform`` then takes the root of).
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         self.cluster_centers_ = to_numpy(self.estimator_.cluster_centers_)
         self.inertia_ = float(to_numpy(self.estimator_.inertia_))
         self.n_iter_ = int(to_numpy(self.estimator_.n_iter_))
+        self.backend_squares_distances_ = transform_is_squared(self.estimator_, self.cluster_centers_)
         return self
 
     def _features(self, X) -> np.ndarray:
@@ -104,9 +109,13 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         return to_numpy(self.estimator_.predict(X)).astype(np.int64)
 
     def transform(self, X) -> np.ndarray:
-        """Distances of each row to every centre [n, n_clusters] (float32)."""
+        """Euclidean distances of each row to every centre [n, n_clusters] (float32)."""
         X = self._features(X)
-        return to_numpy(self.estimator_.transform(X))
+        distances = to_numpy(self.estimator_.transform(X))
+        if self.backend_squares_distances_:
+            # Expanded squared distances can come out a rounding error below 0.
+            distances = np.sqrt(np.maximum(distances, 0, dtype=distances.dtype))
+        return distances
 
     def score(self, X, y=None) -> float:
         """Negative inertia of X (higher is better), as scikit-learn's KMeans.score."""
@@ -121,6 +130,23 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]  # every input is cast to float32
         return tags
+
+
+def transform_is_squared(model, centers) -> bool:
+    """Whether the fitted K-Means ``model``'s ``transform`` returns squared Euclidean distances.
+
+    Decided from the output itself rather than from a table of versions (cuML up to at least
+    26.10 squares them, scikit-learn and a fixed cuML do not): one probe row is put at a known
+    distance D from the first centre, D = 2 + |centre| (so D and D^2 differ by at least D, far
+    beyond float32 rounding, even for the expanded |x|^2 + |c|^2 - 2 x.c form), and ``model``'s
+    distance for it is compared with D and D^2. One row, so it costs one tiny ``transform``.
+    """
+    centers = np.asarray(centers, dtype=np.float32)
+    probe = centers[:1].copy()
+    probe[0, 0] += np.float32(2.0 + np.linalg.norm(centers[0].astype(np.float64)))
+    distance = float(np.linalg.norm(probe[0].astype(np.float64) - centers[0].astype(np.float64)))
+    returned = float(to_numpy(model.transform(probe)).reshape(-1)[0])
+    return abs(returned - distance**2) < abs(returned - distance)
 
 
 def silhouette(X, labels, backend="auto") -> tuple[float, str]:
@@ -141,8 +167,21 @@ def silhouette(X, labels, backend="auto") -> tuple[float, str]:
 # --------------------------------------------------------------------------------------------
 
 
-def array_api_problem() -> str | None:
-    """Why scikit-learn's Array API dispatch cannot run here, or None when it can."""
+def array_api_problem(device: str | None = None) -> str | None:
+    """Why scikit-learn's Array API dispatch cannot run here (on torch ``device``, when given),
+    or None when it can.
+
+    A CUDA ``device`` needs a torch that can use one: cuML being usable (the "cuml" backend)
+    says nothing about torch, which may be a CPU-only build on a GPU machine.
+    """
+    if device is not None and str(device).startswith("cuda"):
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                return "torch cannot use a CUDA device (torch.cuda.is_available() is False)"
+        except Exception as exc:
+            return f"torch cannot be asked about CUDA ({type(exc).__name__}: {exc})"
     try:
         import sklearn
 
@@ -215,7 +254,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def fit(self, X, y=None) -> "GaussianMixture":
         factory, place = implementation("gaussian_mixture", select_backend(self.backend))
         if place == "sklearn-cuda":
-            problem = array_api_problem()
+            problem = array_api_problem(self.device or "cuda")
             if problem is not None:
                 announce(f"GaussianMixture runs on the CPU: scikit-learn's Array API dispatch is unavailable ({problem})")
                 place = "sklearn"

@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from reduction.backend import implementation, select_backend, to_numpy
+from reduction.backend import accepted, implementation, select_backend, to_numpy
 
 # scikit-learn's estimator checks (sklearn.utils.estimator_checks) on backend="sklearn", as
 # tests/test_estimator_api.py runs them: parameters for the checks' tiny data sets, and the
@@ -33,8 +33,10 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     ``n_components`` is an integer (that many components) or a float in (0, 1) (the fewest
     components that explain at least that fraction of the variance), as in scikit-learn. cuML's
     PCA takes only integers, so on cuML a fraction is resolved from a full fit first.
-    ``backend`` is "auto", "sklearn" or "cuml" (see :mod:`reduction.backend`); ``random_state``
-    is handed to the implementation (the exact "full" solver used here does not draw from it).
+    ``backend`` is "auto", "sklearn" or "cuml" (see :mod:`reduction.backend`). ``random_state``
+    changes nothing here: the exact "full" solver used on both backends draws no random numbers.
+    It is handed to scikit-learn's PCA and not to cuML's, whose PCA takes no ``random_state``
+    (a keyword-only signature without it: passing one is a TypeError), as read from each class.
 
     Data are cast to float32 on every backend (cuML's working type), so ``transform`` and
     ``inverse_transform`` return float32.
@@ -58,10 +60,11 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         is_fraction = isinstance(n, float) and 0 < n < 1
         if not is_fraction and not (isinstance(n, (int, np.integer)) and 1 <= n <= min(X.shape)):
             raise ValueError(f"n_components must be in (0, 1) or 1..{min(X.shape)}, got {n!r}")
+        seed = accepted(factory, random_state=self.random_state)
         if is_fraction:
             # A full fit gives the whole spectrum (for the cumulative-variance curve) and the
             # component count; cuML's PCA takes only integers, so both backends go this way.
-            full = factory(n_components=min(X.shape), svd_solver="full", random_state=self.random_state).fit(X)
+            full = factory(n_components=min(X.shape), svd_solver="full", **seed).fit(X)
             ratios = to_numpy(full.explained_variance_ratio_)
             self.cumulative_variance_ = np.cumsum(ratios)
             n = _components_for(ratios, self.n_components)
@@ -69,7 +72,7 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             del self.cumulative_variance_  # from an earlier fit with a fraction
         # An exact solver on the refit too: a randomized one could keep the same number of
         # components yet explain slightly less than the fraction asked for.
-        self.estimator_ = factory(n_components=int(n), svd_solver="full", random_state=self.random_state).fit(X)
+        self.estimator_ = factory(n_components=int(n), svd_solver="full", **seed).fit(X)
         self.components_ = to_numpy(self.estimator_.components_)
         self.mean_ = to_numpy(self.estimator_.mean_)
         self.explained_variance_ratio_ = to_numpy(self.estimator_.explained_variance_ratio_)
