@@ -424,10 +424,13 @@ def _distribution_version(name: str) -> str | None:
 
 
 def library_versions() -> dict[str, str | None]:
-    """Versions of the numerical libraries, read from their metadata (nothing imported)."""
+    """Versions of the numerical libraries, read from their metadata (nothing imported); cuML's
+    from whichever distribution installed it (cuml-cu13, cuml-cu12 or conda's cuml)."""
+    from reduction.backend import cuml_version
+
     names = {"numpy": "numpy", "scipy": "scipy", "scikit-learn": "scikit-learn", "torch": "torch",
-             "lightning": "lightning", "cuml": "cuml-cu12"}
-    return {key: _distribution_version(dist) for key, dist in names.items()}
+             "lightning": "lightning"}
+    return {**{key: _distribution_version(dist) for key, dist in names.items()}, "cuml": cuml_version(prefer_imported=False)}
 
 
 def elapsed_text(seconds: float) -> str:

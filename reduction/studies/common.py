@@ -17,7 +17,7 @@ from pathlib import Path
 
 from labkit.errors import SettingsError
 from labkit.timing import StepTimer
-from reduction.backend import Backend, select_backend
+from reduction.backend import Backend, cuml_version, select_backend
 
 # The share of the variance the studies' PCA features keep (the reference's 95%).
 VARIANCE_TARGET = 0.95
@@ -85,7 +85,9 @@ def split_rows(data) -> dict[str, int]:
 
 
 def versions() -> dict[str, str | None]:
-    """Python, NumPy, scikit-learn, torch (when it was imported) and cuML (None where absent)."""
+    """Python, NumPy, scikit-learn, torch (when it was imported) and cuML (the imported module's
+    version, else the installed distribution's: cuml-cu13, cuml-cu12 or conda's cuml; None where
+    absent; see :func:`reduction.backend.cuml_version`)."""
     import numpy
     import sklearn
 
@@ -95,16 +97,8 @@ def versions() -> dict[str, str | None]:
         "numpy": numpy.__version__,
         "scikit-learn": sklearn.__version__,
         "torch": str(torch.__version__) if torch is not None else None,
-        "cuml": _cuml_version(),
+        "cuml": cuml_version(),
     }
-
-
-def _cuml_version() -> str | None:
-    try:
-        import cuml
-    except Exception:  # ImportError, or a CUDA library failing to load
-        return None
-    return str(cuml.__version__)
 
 
 def customized(profile, **overrides):
