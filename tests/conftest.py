@@ -1,18 +1,26 @@
 """Shared fixtures and skip markers.
 
 GPU tests are real GPU tests: they skip, naming what is missing, where cuML or CUDA is absent.
+cuML is detected as the library asks for it (:func:`reduction.backend.cuml_status`: ``import
+cuml`` inside ``try``, then CuPy's device query), so a cuML that is installed but broken skips
+the real-cuML tests instead of failing them. The cuML glue also runs on any CPU through the
+stand-in in ``tests/cuml_standin`` (fixture :func:`cuml_standin`).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
+from reduction.backend import CumlStatus, cuml_status
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA_DIR = REPO_ROOT / "data"
+CUML_STANDIN_DIR = Path(__file__).resolve().parent / "cuml_standin"
 
 
 def _cuda_available() -> bool:
@@ -24,11 +32,45 @@ def _cuda_available() -> bool:
         return False
 
 
-HAS_CUML = importlib.util.find_spec("cuml") is not None
-HAS_CUDA = _cuda_available()
+CUML_STATUS = cuml_status()  # before any test can put the stand-in on the path
+HAS_CUML = CUML_STATUS.imports  # `import cuml` works (not merely: a `cuml` is on the path)
+HAS_CUDA = _cuda_available()  # torch's CUDA: the MLPs and scikit-learn's Array API paths
 
 requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="requires CUDA")
-requires_cuml = pytest.mark.skipif(not (HAS_CUML and HAS_CUDA), reason="requires cuml" if not HAS_CUML else "requires CUDA")
+requires_cuml = pytest.mark.skipif(
+    not CUML_STATUS.usable, reason="requires cuml" if not HAS_CUML else f"requires CUDA ({CUML_STATUS.reason})"
+)
+
+
+def _cuml_modules() -> list[str]:
+    return [name for name in sys.modules if name == "cuml" or name.startswith("cuml.")]
+
+
+@pytest.fixture
+def cuml_importable(monkeypatch):
+    """The cuML stand-in (tests/cuml_standin/cuml) importable as ``cuml``, for this test only:
+    afterwards ``cuml`` is what it was before (absent, or the real one) and ``sys.path`` is
+    restored. "Can cuML run here?" is not touched (see :func:`cuml_standin`)."""
+    for name in _cuml_modules():
+        monkeypatch.delitem(sys.modules, name)  # restored at teardown
+    monkeypatch.syspath_prepend(str(CUML_STANDIN_DIR))
+    import cuml
+
+    assert getattr(cuml, "STANDIN", False), f"imported {cuml.__file__}, not the stand-in"
+    yield cuml
+    for name in _cuml_modules():
+        del sys.modules[name]
+
+
+@pytest.fixture
+def cuml_standin(cuml_importable, monkeypatch):
+    """The stand-in as ``cuml`` and "can cuML run here?" answered yes through the one function
+    that answers it (:func:`reduction.backend.cuml_status`): ``backend="cuml"`` and ``auto``
+    then run the library's real cuML glue against the stand-in, in this process."""
+    import reduction.backend as backend
+
+    monkeypatch.setattr(backend, "cuml_status", lambda: CumlStatus(True, True, "the cuML stand-in in tests/cuml_standin"))
+    return cuml_importable
 
 
 @pytest.fixture(autouse=True)

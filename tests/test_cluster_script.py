@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import HAS_CUDA, HAS_CUML, REPO_ROOT, load_script
+from conftest import CUML_STATUS, HAS_CUDA, REPO_ROOT, load_script
 
 from cli_kit import run_main
 
@@ -145,7 +145,7 @@ def test_impossible_sizes_exit_2_with_one_line(cluster_script, synthetic_data_di
     assert not (tmp_path / "x" / "results.json").exists()
 
 
-@pytest.mark.skipif(HAS_CUML and HAS_CUDA, reason="cuML is usable here")
+@pytest.mark.skipif(CUML_STATUS.usable, reason="cuML is usable here")
 def test_cuml_backend_without_cuml_exits_2(cluster_script, synthetic_data_dir, tmp_path, capsys):
     code, _, err = _run(cluster_script, ["--data-dir", str(synthetic_data_dir), "--backend", "cuml", "--out", str(tmp_path)], capsys)
     _one_line_error(code, err)
@@ -165,7 +165,7 @@ def test_script_process_exit_code(tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.slow
-@pytest.mark.skipif(not (HAS_CUML and HAS_CUDA), reason="requires cuml and CUDA")
+@pytest.mark.skipif(not (CUML_STATUS.usable and HAS_CUDA), reason="requires cuml and CUDA")
 def test_quick_run_on_gpu(tmp_path, real_data_dir):
     """The whole study on the GPU, in its own process so that SCIPY_ARRAY_API=1 is set before
     SciPy loads: K-Means and silhouettes on cuML, mixtures via Array API on CUDA."""

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import HAS_CUDA, HAS_CUML, REPO_ROOT, load_script
+from conftest import CUML_STATUS, REPO_ROOT, load_script
 
 from cli_kit import run_main
 from datamodules.synthetic import write_synthetic_csvs
@@ -118,7 +118,7 @@ def test_bad_input_is_one_line_and_exit_2(embed, tmp_path, capsys, argv, expecte
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.skipif(HAS_CUML and HAS_CUDA, reason="cuML and a GPU are here: the cuml backend works")
+@pytest.mark.skipif(CUML_STATUS.usable, reason="cuML and a GPU are here: the cuml backend works")
 def test_cuml_backend_without_cuml_is_one_line_and_exit_2(embed, tmp_path, capsys):
     assert call(embed, ["--backend", "cuml", "--out", str(tmp_path / "out")]) == 2
     line = one_error_line(capsys.readouterr().err)

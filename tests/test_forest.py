@@ -53,8 +53,8 @@ def logged(caplog, level):
         logger.removeHandler(caplog.handler)
 
 
-def grid(depths, method="per_depth", **params):
-    return ForestGridSearch(N_AXIS, depths, backend="sklearn", random_state=7, n_jobs=1, progress=False,
+def grid(depths, method="per_depth", backend="sklearn", **params):
+    return ForestGridSearch(N_AXIS, depths, backend=backend, random_state=7, n_jobs=1, progress=False,
                             method=method, **params)
 
 
@@ -319,45 +319,20 @@ def test_random_forest_keeps_labels_that_are_not_consecutive(arrays):
     assert np.mean(predicted == y_val) > 0.5
 
 
-class CumlLikeForest:
-    """scikit-learn's forest behind cuML's calling conventions: no n_jobs, float32 features,
-    int32 labels 0..k-1; exercises the one-forest-per-cell path without a GPU."""
-
-    def __init__(self, *, n_estimators, max_depth, random_state):
-        from sklearn.ensemble import RandomForestClassifier
-
-        self.forest = RandomForestClassifier(n_estimators, max_depth=max_depth, random_state=random_state, n_jobs=1)
-
-    def fit(self, X, y):
-        assert X.dtype == np.float32 and y.dtype == np.int32
-        assert set(np.unique(y)) == set(range(y.max() + 1))
-        self.forest.fit(X, y)
-        return self
-
-    def predict(self, X):
-        assert X.dtype == np.float32
-        return self.forest.predict(X).astype(np.float32)  # cuML may hand back floats
-
-
-def test_cuml_conventions_and_one_forest_per_cell(arrays, monkeypatch):
-    import reduction.estimators.forest as estimator_module
-    import reduction.forest_grid as forest_module
-
+def test_cuml_conventions_and_one_forest_per_cell(arrays, cuml_standin):
+    """On cuML (here its stand-in, tests/cuml_standin): float32 features, int32 label codes
+    decoded back to the labels, no n_jobs, and a grid of one forest per cell."""
     X, y, X_val, y_val = arrays
-    cuml_like = lambda algorithm, backend: (CumlLikeForest, "cuml")  # noqa: E731
-    monkeypatch.setattr(estimator_module, "implementation", cuml_like)  # RandomForest
-    monkeypatch.setattr(forest_module, "implementation", cuml_like)  # ForestGridSearch
-    forest = RandomForest(9, 4, backend="sklearn", random_state=7).fit(X, y)
-    assert forest.place_ == "cuml"
+    forest = RandomForest(9, 4, backend="cuml", random_state=7).fit(X, y)
+    assert forest.place_ == "cuml" and type(forest.estimator_).__module__.startswith("cuml.")
     expected = RandomForestClassifier(9, max_depth=4, random_state=7, n_jobs=1).fit(X, y).predict(X_val)
     np.testing.assert_array_equal(forest.predict(X_val), expected)  # labels decoded, J still absent
 
-    per_cell = grid([2, 4], "truncate").fit(X, y, X_val, y_val)  # cuML's trees cannot be cut
+    per_cell = grid([2, 4], "truncate", backend="cuml").fit(X, y, X_val, y_val)  # cuML's trees cannot be cut
     assert per_cell.place_ == "cuml" and per_cell.method_ == "per_depth"
     assert per_cell.forests_grown_ == len(N_AXIS) * 2
     assert all(cell["fit_seconds"] > 0 for cell in per_cell.cells_)
-    monkeypatch.undo()
-    prefixes = grid([2, 4]).fit(X, y, X_val, y_val)
+    prefixes = grid([2, 4], backend="sklearn").fit(X, y, X_val, y_val)
     strip = [{k: v for k, v in cell.items() if k != "fit_seconds"} for cell in per_cell.cells_]
     assert strip == [{k: v for k, v in cell.items() if k != "fit_seconds"} for cell in prefixes.cells_]
 

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import HAS_CUDA, HAS_CUML, REPO_ROOT, load_script
+from conftest import CUML_STATUS, REPO_ROOT, load_script
 
 from cli_kit import run_main
 
@@ -137,7 +137,7 @@ def test_bad_input_is_one_line_and_exit_code_2(script, capsys, tmp_path, argv, m
     assert len(err.splitlines()) == 1 and message in err, err
 
 
-@pytest.mark.skipif(HAS_CUML and HAS_CUDA, reason="cuML is usable here")
+@pytest.mark.skipif(CUML_STATUS.usable, reason="cuML is usable here")
 def test_cuml_backend_without_cuml_is_a_one_line_error(script, synthetic_data_dir, tmp_path, capsys):
     code = run(script, ["--data-dir", str(synthetic_data_dir), "--out", str(tmp_path / "out"), "--backend", "cuml"])
     assert code == 2

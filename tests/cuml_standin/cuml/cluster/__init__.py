@@ -1,0 +1,3 @@
+from cuml.cluster.kmeans import KMeans
+
+__all__ = ["KMeans"]

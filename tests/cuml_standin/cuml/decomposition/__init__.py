@@ -1,0 +1,3 @@
+from cuml.decomposition.pca import PCA
+
+__all__ = ["PCA"]

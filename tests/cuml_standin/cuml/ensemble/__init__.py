@@ -1,0 +1,3 @@
+from cuml.ensemble.randomforestclassifier import RandomForestClassifier
+
+__all__ = ["RandomForestClassifier"]

@@ -1,0 +1,3 @@
+from cuml.manifold.t_sne import TSNE
+
+__all__ = ["TSNE"]
