@@ -204,7 +204,8 @@ def implementation(algorithm: str, backend: Backend):
     for place in PLACES[backend.name]:
         if place in row:
             if backend.uses_gpu and place != "cuml":
-                where = "on the GPU via scikit-learn's Array API" if place == "sklearn-cuda" else "on the CPU"
+                where = ("on the CUDA device via scikit-learn's Array API where torch can use one"
+                         if place == "sklearn-cuda" else "on the CPU")
                 announce(f"cuML has no {algorithm}; it runs with scikit-learn {where}")
             module, name = row[place].split(":")
             return getattr(importlib.import_module(module), name), place
