@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, leftover_temporary_files, load_script
 
-from labkit.files import LOCK_NAME, FolderInUse, FolderLock, UnusableOutput
-
+LOCK_NAME = ".lock"  # labkit.files.LOCK_NAME: where a run's pid, host and start time are kept
 STUDY = REPO_ROOT / "scripts" / "study.py"
 TRAIN = REPO_ROOT / "scripts" / "train_mlp.py"
 
@@ -97,6 +96,11 @@ def test_a_second_study_into_the_same_folder_refuses_and_the_first_is_undisturbe
 def test_a_lock_left_by_a_process_that_is_gone_is_taken_over_with_a_note(tmp_path, capsys):
     from cli_kit import configure_logging
 
+    from labkit.files import LOCK_NAME as lock_name
+    from labkit.files import FolderLock
+
+    assert lock_name == LOCK_NAME
+
     configure_logging()
     out = tmp_path / "out"
     pid = _dead_pid()
@@ -112,6 +116,8 @@ def test_a_lock_left_by_a_process_that_is_gone_is_taken_over_with_a_note(tmp_pat
 
 
 def test_a_live_holder_or_one_on_another_host_is_respected(tmp_path):
+    from labkit.files import FolderInUse, FolderLock
+
     out = tmp_path / "out"
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -130,6 +136,8 @@ def test_a_live_holder_or_one_on_another_host_is_respected(tmp_path):
 
 
 def test_a_lock_made_by_this_process_is_held_until_released(tmp_path):
+    from labkit.files import FolderInUse, FolderLock
+
     out = tmp_path / "out"
     with FolderLock(out):
         with pytest.raises(FolderInUse):
@@ -196,6 +204,8 @@ def test_a_read_only_output_folder_is_one_line_and_exit_2(data, read_only_dir, t
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot write to {out}: "), lines
     assert lines[0].endswith(("Read-only file system", "Permission denied"))
+    from labkit.files import FolderLock, UnusableOutput
+
     with pytest.raises(UnusableOutput):
         FolderLock(read_only_dir).acquire()  # an existing folder too: the check writes
 
