@@ -206,13 +206,12 @@ class SMACOFLines:
         match = self.ITERATION.match(line)
         if not match:
             return None
-        iteration, self.stress = int(match[1]), float(match[2])
-        lines = []
+        iteration, lines = int(match[1]), []
         if iteration == 0:  # a new run begins (the previous one, if open, ran all its iterations)
             lines += self.finish()
             self.run, self.open, self.began = self.run + 1, True, time.monotonic()
             lines.append((f"{self.title} SMACOF run {self.run}/{self.n_init}: started", True))
-        self.iterations = iteration + 1
+        self.iterations, self.stress = iteration + 1, float(match[2])
         pace = (time.monotonic() - self.began) / self.iterations
         bound = pace * ((self.max_iter - self.iterations) + (self.n_init - self.run) * self.max_iter)
         lines.append((f"{self.title} SMACOF run {self.run}/{self.n_init}: iteration {self.iterations}/{self.max_iter}, "
