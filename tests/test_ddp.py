@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import REPO_ROOT, requires_cuda
@@ -83,3 +84,38 @@ def test_on_a_gpu_the_tensors_sit_on_the_root_device_before_the_first_step(tmp_p
     write_synthetic_csvs(tmp_path / "data", n_train=600, n_test=240, seed=0)
     (rank0,) = _probe(tmp_path / "data", tmp_path / "gpu", "--devices", "1", "--accelerator", "gpu", "--epochs", "1").values()
     assert rank0["root_device"].startswith("cuda") and rank0["tensor_device"] == rank0["root_device"]
+
+
+def test_sigterm_stops_every_rank_with_143_and_no_results(synthetic_data_dir, tmp_path):
+    """SIGTERM (as `kill` or `timeout` sends it to the process Lightning launched the ranks from)
+    during DDP training on two CPU processes: exit code 143, one line, no results, no rank left."""
+    import re
+    import signal
+    from pathlib import Path
+
+    from conftest import interrupt_script
+
+    runs = tmp_path / "ddp-runs"
+    code, _, stderr = interrupt_script(
+        REPO_ROOT / "scripts" / "train_mlp.py", "--epochs", "200", "--data-dir", synthetic_data_dir, "--logdir", runs,
+        "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", cwd=tmp_path, after=r"^epoch 2/200 ",
+        signal_number=signal.SIGTERM, env={"OMP_NUM_THREADS": "1"},
+    )
+    assert code == 143, stderr[-3000:]
+    stops = [line for line in stderr.splitlines() if line.startswith(("terminated", "interrupted"))]
+    assert len(stops) == 1 and re.fullmatch(r"terminated \(SIGTERM\) at epoch \d+/200 of relu_lr1e-03; nothing written for this run", stops[0])
+    assert "Traceback" not in stderr and not list(runs.rglob("results.json")) and not (runs / "mlp" / "relu_lr1e-03").exists()
+    deadline = time.monotonic() + 30
+    while True:  # the other rank ends too (Lightning kills it when the first one stops)
+        ranks = [proc for proc in Path("/proc").glob("[0-9]*") if str(runs).encode() in _cmdline(proc)]
+        if not ranks or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not ranks
+
+
+def _cmdline(proc) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
