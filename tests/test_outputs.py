@@ -187,9 +187,15 @@ def read_only_dir(tmp_path):
         yield folder
         folder.chmod(0o755)
         return
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True, text=True)
+    yield from _tmpfs(folder, "ro,size=64k", "running as root and cannot mount a read-only tmpfs here")
+
+
+def _tmpfs(folder: Path, options: str, why_not: str):
+    """Mount a tmpfs with ``options`` on ``folder`` for a fixture's life; skip, saying why, where
+    this machine does not let the test mount one."""
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
     if mounted.returncode != 0:
-        pytest.skip(f"running as root and cannot mount a read-only tmpfs here: {mounted.stderr.strip()}")
+        pytest.skip(f"{why_not}: {mounted.stderr.strip()}")
     try:
         yield folder
     finally:
@@ -218,13 +224,7 @@ def small_tmpfs(tmp_path):
     """A 1 MiB tmpfs: room for a run's TensorBoard events, not for its 2 MB checkpoint."""
     folder = tmp_path / "small-disk"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
+    yield from _tmpfs(folder, "size=1m", "cannot mount a small tmpfs here (needs root)")
 
 
 def test_a_disk_that_fills_mid_run_is_one_line_exit_1_and_nothing_half_written(synthetic_data_dir, small_tmpfs, tmp_path):
