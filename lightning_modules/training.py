@@ -128,7 +128,7 @@ def claim_run_folder(root: str | os.PathLike, name: str) -> str:
                 n += 1
                 version = f"{name}_run{n}"
     except OSError as exc:
-        raise UnusableOutput(exc.errno, exc.strerror or str(exc), str(exc.filename or root)) from None
+        raise UnusableOutput(exc.errno, exc.strerror or str(exc), str(root)) from None
 
 
 def _first_process() -> bool:

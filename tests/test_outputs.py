@@ -125,6 +125,10 @@ def test_a_live_holder_or_one_on_another_host_is_respected(tmp_path):
         _write_lock(out, sleeper.pid, time.time())
         with pytest.raises(FolderInUse, match=rf"in use by another run: pid {sleeper.pid} on "):
             FolderLock(out).acquire()
+        # the same pid in a lock taken an hour before that process started: the pid was reused
+        _write_lock(out, sleeper.pid, time.time() - 3600)
+        with FolderLock(out):
+            assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid()
     finally:
         sleeper.kill()
         sleeper.wait()
