@@ -177,15 +177,19 @@ class SignMNISTDataModule(LightningDataModule):
             self.setup("fit")
         return self.arrays.train_images
 
+    # Lightning attaches the Trainer as ``self.trainer`` (None when the DataModule is used on its
+    # own): it says where the batches go and which shard of each epoch this process serves.
+
     def _device(self) -> torch.device:
-        trainer = self._trainer if hasattr(self, "_trainer") else None
-        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        """The device of this process's model (the strategy's root device), so that the tensors
+        sit there before the first step; the CPU without a Trainer."""
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
     def _rank_and_world(self) -> tuple[int, int]:
-        trainer = self._trainer if hasattr(self, "_trainer") else None
-        if trainer is None:
+        """(global rank, world size): each rank trains on its own shard of every epoch."""
+        if self.trainer is None:
             return 0, 1
-        return trainer.global_rank, trainer.world_size
+        return self.trainer.global_rank, self.trainer.world_size
 
     def _part_tensors(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
         device = self._device()

@@ -1,13 +1,18 @@
-"""Callbacks used by the training scripts."""
+"""Callbacks used by the training scripts, and the checkpoint writer of their Trainers."""
 
 from __future__ import annotations
 
+import io
 import time
 
+import torch
 from lightning import Callback
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from labkit.files import atomic_path
 from labkit.progress import report
 
 
@@ -39,7 +44,13 @@ class EpochTimer(Callback):
 
 
 class InterruptWatch(Callback):
-    """Notes a Ctrl-C during fit or test, and where it fell (Lightning swallows it into an exit)."""
+    """Notes a Ctrl-C or SIGTERM during fit or test, and where it fell.
+
+    Lightning turns a KeyboardInterrupt (Ctrl-C, and the scripts' SIGTERM) into ``sys.exit(1)``
+    and its own SIGTERM handling into :class:`SIGTERMException`, a ``SystemExit`` whose code is
+    None, which would end a process with exit code 0; :func:`~lightning_modules.training.interruptible`
+    turns both back into KeyboardInterrupt when this watch saw them.
+    """
 
     def __init__(self) -> None:
         self.interrupted = False
@@ -47,7 +58,7 @@ class InterruptWatch(Callback):
         self.epoch = 0
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt):
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             self.interrupted = True
             self.stage = trainer.state.fn.value if trainer.state.fn is not None else None
             self.epoch = trainer.current_epoch
@@ -56,6 +67,26 @@ class InterruptWatch(Callback):
         if self.stage == "test":
             return "while testing"
         return f"at epoch {min(self.epoch + 1, total_epochs)}/{total_epochs}"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written under a temporary name beside their final one and renamed into place.
+
+    Lightning's own writer (through fsspec) stages a checkpoint in the system's temporary folder
+    and copies it over when that is another file system; a disk that fills during the copy leaves
+    a truncated checkpoint at the final name and the staged copy behind. Here a failed write
+    (a full disk, Ctrl-C) leaves neither: the temporary file is removed and the OSError names the
+    checkpoint's path.
+    """
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)  # serialised in memory first: a write error is then an OSError
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as stream:
+                stream.write(buffer.getbuffer())
 
 
 class HistoryLogger(Logger):

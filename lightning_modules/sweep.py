@@ -28,7 +28,7 @@ from labkit.progress import Interrupted, report
 from lightning_modules.callbacks import InterruptWatch
 from lightning_modules.fused import MemberSpec, member_specs
 from lightning_modules.mlp_module import parameter_report
-from lightning_modules.training import TrainConfig, free_version, interruptible, run_name, train_mlp, write_run_pictures
+from lightning_modules.training import TrainConfig, claim_run_folder, interruptible, run_name, train_mlp, write_run_pictures
 
 
 def setting_names(base: TrainConfig, specs: list[MemberSpec]) -> list[str]:
@@ -86,16 +86,17 @@ def _train_fused(base: TrainConfig, specs: list[MemberSpec], names: list[str]) -
     from lightning_modules.fused import train_fused
 
     root = Path(base.logdir) / "mlp"
-    boards = [TensorBoardLogger(base.logdir, name="mlp", version=free_version(root, name), default_hp_metric=False)
-              for name in names]
-    members = MemberLoggers({spec.name: board for spec, board in zip(specs, boards)}, base.epochs, echo=base.echo)
+    boards: list[TensorBoardLogger] = []
     watch = InterruptWatch()
-    report(f"fused sweep: {len(specs)} settings trained together ({', '.join(names)})")
     # Members of one learning rate side by side in the fused model: its optimizer then makes one
     # Adam kernel call per learning rate (see MemberAdam). Results come back in the sweep's order.
     order = sorted(range(len(specs)), key=lambda i: specs[i].lr)
     position = {spec_index: fused_index for fused_index, spec_index in enumerate(order)}
     try:
+        for name in names:
+            boards.append(TensorBoardLogger(base.logdir, name="mlp", version=claim_run_folder(root, name), default_hp_metric=False))
+        members = MemberLoggers({spec.name: board for spec, board in zip(specs, boards)}, base.epochs, echo=base.echo)
+        report(f"fused sweep: {len(specs)} settings trained together ({', '.join(names)})")
         run = interruptible(
             train_fused, watch, [specs[i] for i in order],
             data_dir=base.data_dir, epochs=base.epochs, batch_size=base.batch_size, data_seed=base.seed,
@@ -104,11 +105,13 @@ def _train_fused(base: TrainConfig, specs: list[MemberSpec], names: list[str]) -
         )
         report(f"fused sweep: {run['seconds_per_epoch']:.2f} s per epoch for all {len(specs)} settings on {run['device']}")
         return [_member_results(base, run, position[index], spec, board) for index, (spec, board) in enumerate(zip(specs, boards))]
-    except KeyboardInterrupt:
-        for board in boards:  # runs without results.json are no runs (as in train_mlp)
+    except BaseException as exc:
+        for board in boards:  # runs without results.json are no runs (as in train_mlp), whatever stopped them
             shutil.rmtree(board.log_dir, ignore_errors=True)
-        raise Interrupted(f"{watch.where(base.epochs)} of the fused sweep ({len(specs)} settings); "
-                          "nothing written for these runs") from None
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(f"{watch.where(base.epochs)} of the fused sweep ({len(specs)} settings); "
+                              "nothing written for these runs") from None
+        raise
 
 
 def _member_results(base: TrainConfig, run: dict, index: int, spec: MemberSpec, board: TensorBoardLogger) -> dict:

@@ -22,9 +22,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from datamodules import SignMNISTDataModule
 from datamodules.augment import AugmentConfig, BatchAugmenter
 from labkit.errors import SettingsError
-from labkit.files import write_json
+from labkit.files import UnusableOutput, write_json
 from labkit.progress import Interrupted, report
-from lightning_modules.callbacks import EpochTimer, HistoryLogger, InterruptWatch
+from lightning_modules.callbacks import AtomicCheckpointIO, EpochTimer, HistoryLogger, InterruptWatch
 from lightning_modules.mlp_module import MLPClassifier, parameter_report
 from lightning_modules.pictures import HistogramLogger, write_pictures
 
@@ -40,6 +40,7 @@ class TrainConfig:
     logdir: str = "runs"
     accelerator: str = "auto"
     devices: str | int = 1
+    num_nodes: int = 1  # machines training together, data-parallel (their processes started by srun or torchrun)
     strategy: str = "auto"
     limit_rows: int | None = None  # first rows of each CSV only, for quick trials and tests
     echo: bool = True  # report one line per epoch
@@ -106,13 +107,35 @@ def run_name(act: str, lr: float, augment: float = 0.0, seed: int | None = None)
 _RUN_VERSION_ENV = "SIGN_MNIST_RUN_VERSION"
 
 
-def free_version(root: Path, name: str) -> str:
-    # Never write into an earlier run's folder: its events would mix with the new ones.
-    version, n = name, 1
-    while (root / version).exists():
-        n += 1
-        version = f"{name}_run{n}"
-    return version
+def claim_run_folder(root: str | os.PathLike, name: str) -> str:
+    """Create a fresh run folder under ``root`` and return its name: ``name``, else ``name_run2``,
+    ``name_run3``...
+
+    Never an earlier run's folder (its events would mix with the new ones), and never the one a
+    run started at the same moment takes: each folder is made by exclusive creation, so of two
+    runs only one gets it. :class:`~labkit.files.UnusableOutput` (naming the path and the reason)
+    when ``root`` cannot hold folders at all: a file in the way, no permission, a read-only disk.
+    """
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        version, n = name, 1
+        while True:
+            try:
+                (root / version).mkdir()
+                return version
+            except FileExistsError:
+                n += 1
+                version = f"{name}_run{n}"
+    except OSError as exc:
+        raise UnusableOutput(exc.errno, exc.strerror or str(exc), str(root)) from None
+
+
+def _first_process() -> bool:
+    """Whether this is the first process of a run: global rank 0, known from the variables every
+    launcher sets before Lightning is asked (Lightning's own for the processes it starts,
+    torchrun's RANK, Slurm's SLURM_PROCID, NODE_RANK for the machines)."""
+    return all(os.environ.get(variable, "0") == "0" for variable in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def device_description(trainer: L.Trainer) -> str:
@@ -131,7 +154,8 @@ def _make_trainer(**kwargs) -> L.Trainer:
     except (MisconfigurationException, ValueError, RuntimeError) as exc:
         message = " ".join(str(exc).split())  # one line
         raise SettingsError(f"cannot set up training with accelerator={kwargs['accelerator']!r}, "
-                         f"devices={kwargs['devices']!r}, strategy={kwargs['strategy']!r}: {message}") from None
+                            f"devices={kwargs['devices']!r}, num_nodes={kwargs.get('num_nodes', 1)!r}, "
+                            f"strategy={kwargs['strategy']!r}: {message}") from None
 
 
 def train_mlp(config: TrainConfig) -> dict:
@@ -154,14 +178,24 @@ def _train_mlp(config: TrainConfig) -> dict:
     model = MLPClassifier(lr=config.lr, act=config.act, num_classes=datamodule.num_classes)
     model.adapt(datamodule.train_images)
 
-    # Under DDP every process runs this function; only rank 0 picks the folder (the launcher
-    # passes it on through the environment so that all ranks agree).
+    # Under DDP every process runs this function; only the first one claims the folder (the
+    # processes Lightning starts get its name through the environment; under torchrun or srun the
+    # other ranks write nothing, so the name they use is only a label).
     root = Path(config.logdir) / "mlp"
     inherited = os.environ.get(_RUN_VERSION_ENV) if "LOCAL_RANK" in os.environ else None
-    version = inherited or free_version(root, config.name or run_name(config.act, config.lr, config.augment))
+    name = config.name or run_name(config.act, config.lr, config.augment)
+    claimed = not inherited and _first_process()
+    version = inherited or (claim_run_folder(root, name) if claimed else name)
     os.environ[_RUN_VERSION_ENV] = version
     try:
         return _fit_and_test(config, datamodule, model, version)
+    except BaseException:
+        # A run without results.json is no run: take its folder away (events, checkpoint), so
+        # TensorBoard shows no stump and the next run of this setting gets this name; whatever
+        # stopped it (Ctrl-C, SIGTERM, a full disk, settings Lightning refused).
+        if claimed:
+            shutil.rmtree(root / version, ignore_errors=True)
+        raise
     finally:
         if not inherited:
             os.environ.pop(_RUN_VERSION_ENV, None)
@@ -177,9 +211,11 @@ def _fit_and_test(config: TrainConfig, datamodule, model, version: str) -> dict:
         max_epochs=config.epochs,
         accelerator=config.accelerator,
         devices=config.devices,
+        num_nodes=config.num_nodes,
         strategy=config.strategy,
         logger=[tensorboard, history],
         callbacks=[timer, checkpoint, watch] + ([HistogramLogger()] if config.histograms else []),
+        plugins=[AtomicCheckpointIO()],
         enable_progress_bar=False,  # one summary line per epoch instead (HistoryLogger)
         enable_model_summary=False,
         log_every_n_steps=50,
@@ -200,12 +236,12 @@ def _fit_and_test(config: TrainConfig, datamodule, model, version: str) -> dict:
             test_metrics = interruptible(trainer.test, watch, model, datamodule, verbose=False)[0]
         return _write_results(config, datamodule, model, trainer, tensorboard, history, timer, checkpoint,
                               test_metrics, time.perf_counter() - started)
-    except KeyboardInterrupt:
-        # A run without results.json is no run: take its folder away (events, checkpoint), so
-        # TensorBoard shows no stump and the next run of this setting gets this name.
-        if trainer.is_global_zero:
-            shutil.rmtree(tensorboard.log_dir, ignore_errors=True)
-        raise Interrupted(f"{watch.where(config.epochs)} of {version}; nothing written for this run") from None
+    except BaseException as exc:  # (_train_mlp removes the run folder)
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(f"{watch.where(config.epochs)} of {version}; nothing written for this run") from None
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:  # say where
+            raise OSError(exc.errno, exc.strerror, tensorboard.log_dir) from exc
+        raise
 
 
 def _write_results(config, datamodule, model, trainer, tensorboard, history, timer, checkpoint, test_metrics, total_seconds) -> dict:
@@ -264,11 +300,13 @@ def write_run_pictures(config: TrainConfig, datamodule, model, tensorboard) -> l
 
 
 def interruptible(trainer_fn, watch: InterruptWatch, *args, **kwargs):
-    """Call ``trainer.fit``/``trainer.test``, turning Lightning's Ctrl-C exit into KeyboardInterrupt.
+    """Call ``trainer.fit``/``trainer.test``, turning Lightning's exits on a signal into KeyboardInterrupt.
 
-    On Ctrl-C Lightning tears down, logs "Detected KeyboardInterrupt", leaves SIGINT ignored and
-    calls ``sys.exit(1)``; the caller wants a KeyboardInterrupt it can account for instead, and a
-    second Ctrl-C to work again afterwards.
+    On Ctrl-C (and the scripts' SIGTERM, also a KeyboardInterrupt) Lightning tears down, logs
+    "Detected KeyboardInterrupt", leaves SIGINT ignored and calls ``sys.exit(1)``; on a SIGTERM
+    it handles itself it raises ``SIGTERMException``, a ``SystemExit`` with no code, which would
+    end the process with exit code 0. The caller wants a KeyboardInterrupt it can account for
+    instead (never a success), and a second Ctrl-C to work again afterwards.
     """
     handler = signal.getsignal(signal.SIGINT)
     try:

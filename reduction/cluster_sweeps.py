@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from labkit.progress import Progress
+from reduction.choices import check_ks  # noqa: F401  (light, for the command line; part of this module's API)
 from reduction.estimators.clustering import GaussianMixture, KMeans, MixtureFitError, silhouette
 
 
@@ -57,18 +58,6 @@ class MixtureSweep:
     init_place: str
     workers: int = 1  # k's fitted at once (1: one after another)
     models: dict[int, GaussianMixture] = field(repr=False, default_factory=dict)
-
-
-def check_ks(ks, n_samples: int | None = None) -> list[int]:
-    """Sorted distinct k values; ValueError for an empty list, k < 2 or k >= n_samples."""
-    ks = sorted({int(k) for k in ks})
-    if not ks:
-        raise ValueError("the list of k values is empty")
-    if ks[0] < 2:
-        raise ValueError(f"every k must be at least 2, got {ks[0]}")
-    if n_samples is not None and ks[-1] > n_samples - 1:
-        raise ValueError(f"k={ks[-1]} is too large for {n_samples} rows (the silhouette needs k <= rows - 1)")
-    return ks
 
 
 def kmeans_sweep(
@@ -130,12 +119,17 @@ def mixture_sweep(
     def report(k: int, model: GaussianMixture, bic: float, aic: float) -> None:
         if bar:
             note = "" if model.converged_ else ", NOT converged"
-            bar.step(f"k={k}: BIC {bic:.6g}, AIC {aic:.6g} ({model.fit_seconds_:.1f} s{note})")
+            bar.step(f"k={k}: BIC {bic:.6g}, AIC {aic:.6g} ({model.fit_seconds_:.1f} s{note})", item=f"k={k}")
+
+    def fit_one(k: int) -> tuple[GaussianMixture, float, float]:
+        if bar:
+            bar.started(f"k={k}")  # a k may take minutes: say when each begins (the heartbeat names the running ones)
+        return _fit_mixture(X, k, params)
 
     done: dict[int, tuple[GaussianMixture, float, float]] = {}
     if n_jobs is None or select_backend(backend).name != "sklearn":
         for k in ks:
-            done[k] = _fit_mixture(X, k, params)
+            done[k] = fit_one(k)
             report(k, *done[k])
     else:
         from joblib import Parallel, delayed, effective_n_jobs
@@ -144,7 +138,7 @@ def mixture_sweep(
         workers = sweep.workers = max(1, min(effective_n_jobs(n_jobs), len(ks)))
         with threadpool_limits(limits=1):
             def fit(k: int):
-                return k, _fit_mixture(X, k, params)
+                return k, fit_one(k)
 
             fits = Parallel(n_jobs=workers, prefer="threads", return_as="generator_unordered")(
                 delayed(fit)(k) for k in sorted(ks, reverse=True)

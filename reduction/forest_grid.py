@@ -56,6 +56,7 @@ import numpy as np
 from labkit.files import atomic_path
 from labkit.progress import Progress, note, note_once, report, stage
 from reduction.backend import implementation, select_backend
+from reduction.choices import grid_axis  # noqa: F401  (light, for the command line; part of this module's API)
 from reduction.estimators.forest import RandomForest
 from reduction.scores import classification_metrics
 
@@ -218,19 +219,6 @@ def grid_matrix(cells, metric: str = "val_accuracy"):
     for cell in cells:
         values[depth_axis.index(cell["max_depth"]), n_axis.index(cell["n_estimators"])] = cell[metric]
     return values, n_axis, depth_axis
-
-
-def grid_axis(values, name: str) -> tuple[int, ...]:
-    """A sorted tuple of distinct positive integers; a ValueError names the axis otherwise."""
-    try:
-        axis = tuple(sorted({int(v) for v in values}))
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be positive integers, got {values!r}") from None
-    if not axis:
-        raise ValueError(f"{name} is empty")
-    if axis[0] < 1:
-        raise ValueError(f"{name} must be positive integers, got {list(axis)}")
-    return axis
 
 
 def array_fingerprint(*arrays) -> str:

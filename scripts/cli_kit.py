@@ -1,27 +1,189 @@
-"""The scripts' command-line kit: argument types, shared flags, logging, the error contract.
+"""The scripts' command-line kit: argument types, shared flags, logging, the exit contract.
 
-Every script's ``main`` is wrapped by :func:`run_main`, so that bad input (a missing file, a
-malformed CSV, an impossible flag value) ends in one line on stderr and exit code 2 instead of
-a traceback, and Ctrl-C in one line and exit code 130. Only ``scripts/`` uses this module: the
-library raises ordinary exceptions (``DataError``, ``BackendError``, ``SettingsError``) and
-reports progress through ``logging``.
+Every script ends in :func:`run_script` (tests call :func:`run_main`), which runs its ``main``
+and turns every way a run can end into an exit code and, for all but success, one line on
+stderr, never a traceback:
+
+====  ========================================================================================
+0     done
+1     a fault during the run: a disk that filled up, another operating-system error (the line
+      names the path and the reason; nothing half-written is left)
+2     bad input: a bad flag or value, a missing or malformed CSV, settings that cannot work, an
+      output location that cannot be used at all (a file in the way, no permission, read-only),
+      an output folder in use by another run
+130   stopped by Ctrl-C (SIGINT)
+143   stopped by SIGTERM (``kill``, ``timeout``, Slurm, Kubernetes)
+====  ========================================================================================
+
+Ctrl-C and SIGTERM end the same way at any moment from the start of ``run_main`` on, the
+heavy imports included: one line saying where the run stopped and what was kept. SIGTERM is
+raised in the main thread as :class:`Terminated`, a ``KeyboardInterrupt``, so that every
+clean-up written for Ctrl-C (the library's :func:`~labkit.progress.stage` blocks, the removal
+of unfinished runs and parts) runs for it too.
+
+Light on purpose: importing this module, or a script's top level, imports nothing heavier than
+argparse (no NumPy, pandas, torch, Lightning or scikit-learn), so that ``--help``, a bad flag
+and a bad value answer at once and a signal during the heavy imports inside ``main`` is
+handled. Only ``scripts/`` uses this module: the library raises ordinary exceptions
+(``DataError``, ``BackendError``, ``SettingsError``, ``OSError``) and reports progress through
+``logging``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import re
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
-from datamodules.csv_io import DataError
 from labkit.errors import SettingsError
-from labkit.files import write_json  # noqa: F401  (the scripts take it from here)
+from labkit.files import FolderInUse, FolderLock, UnusableOutput, write_json  # noqa: F401  (scripts take them from here)
+from labkit.progress import heartbeat, interruption_message  # noqa: F401
 
+SUCCESS = 0
+FAILED = 1  # a fault during the run (a full disk...)
 USAGE_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
+TERMINATED = 143  # 128 + SIGTERM
+
+# The activation names of lightning_modules.mlp_module.ACTIVATIONS, here so that --act's choices
+# need no torch (tests/test_signals_and_startup.py checks that the two agree).
+ACTIVATION_CHOICES = ("elu", "gelu", "leaky_relu", "linear", "relu", "selu", "sigmoid", "silu", "tanh")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt."""
+
+
+class _StopSignal:
+    """The first SIGINT/SIGTERM of this run (None: none yet) and when it came."""
+
+    number: int | None = None
+    at: float = 0.0
+    raising = False  # inside run_main: a signal raises; after it: it is only noted
+
+
+_stop = _StopSignal()
+# A repeated signal within this many seconds of the first is ignored, so that the clean-up the
+# first one started (removing an unfinished run folder, a half-computed part) can finish; one
+# later (the clean-up is stuck, or something swallowed the first) raises again.
+REPEAT_GRACE_SECONDS = 5.0
+
+
+def _on_stop_signal(number: int, frame) -> None:
+    first = _stop.number is None
+    if first:
+        _stop.number, _stop.at = number, time.monotonic()
+    if not _stop.raising or (not first and time.monotonic() - _stop.at < REPEAT_GRACE_SECONDS):
+        return
+    raise Terminated() if number == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextlib.contextmanager
+def _stop_signals(restore: bool):
+    """SIGINT and SIGTERM raise in the main thread within the block; with ``restore`` the
+    previous handlers come back at its end, else later signals are only noted (the run is over)."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    _stop.number, _stop.raising = None, True
+    for number in previous:
+        signal.signal(number, _on_stop_signal)
+    try:
+        yield
+    finally:
+        _stop.raising = False
+        if restore:
+            for number, handler in previous.items():
+                signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean bad input, exit code 2. The data and backend errors are
+    looked up among the modules already imported (importing them here would cost seconds, and
+    an error whose module was never imported cannot have been raised)."""
+    found: list[type[BaseException]] = [UsageError, SettingsError, FolderInUse, UnusableOutput]
+    for module, name in (("datamodules.csv_io", "DataError"), ("reduction.backend", "BackendError")):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            found.append(getattr(loaded, name))
+    return tuple(found)
+
+
+def run_script(main, kept_on_interrupt: str | None = None) -> None:
+    """A script's entry point: ``sys.exit(run_main(main))``, without handing the signals back
+    to Python's defaults before the exit (a late Ctrl-C would print a traceback)."""
+    sys.exit(run_main(main, kept_on_interrupt=kept_on_interrupt, restore_signals=False))
+
+
+def run_main(main, argv=None, kept_on_interrupt: str | None = None, restore_signals: bool = True) -> int:
+    """Call ``main(argv)`` and return its exit code (see the module doc); every failure the user
+    can fix or cause is one line on stderr.
+
+    Ctrl-C and SIGTERM end with one line saying where the run stopped and what was kept (see
+    ``labkit.progress.stage``; ``kept_on_interrupt`` is the script's default account); the
+    account also follows the error line of a fault during the run (exit 1).
+    """
+    with _stop_signals(restore_signals):
+        try:
+            return _run(main, argv, kept_on_interrupt)
+        except KeyboardInterrupt as exc:  # a signal while the outcome was being reported
+            return _stopped(exc, kept_on_interrupt)
+
+
+def _run(main, argv, kept_on_interrupt: str | None) -> int:
+    configure_logging()
+    try:
+        result = main(argv)
+    except SystemExit as stop:
+        if _stop.number is not None:  # Lightning's own exit on a signal
+            return _stopped(None, kept_on_interrupt)
+        # argparse: --help (0) or a bad flag (2), its message already printed
+        return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    except KeyboardInterrupt as exc:
+        return _stopped(exc, kept_on_interrupt)
+    except _input_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return USAGE_ERROR
+    except OSError as exc:
+        account = f"; {kept_on_interrupt}" if kept_on_interrupt else ""
+        print(f"error: {os_error_text(exc)}{account}", file=sys.stderr, flush=True)
+        return FAILED
+    except BaseException:
+        if _stop.number is not None:  # something failed while stopping: the signal is the story
+            return _stopped(None, kept_on_interrupt)
+        raise
+    if _stop.number is not None:  # the signal was swallowed on the way; a stopped run never exits 0
+        return _stopped(None, kept_on_interrupt)
+    return SUCCESS if result is None else int(result)
+
+
+def _stopped(exc: KeyboardInterrupt | None, kept_default: str | None) -> int:
+    """Print the one line for a run stopped by a signal; its exit code."""
+    text = interruption_message(exc if exc is not None else KeyboardInterrupt(), kept_default)
+    if _stop.number == signal.SIGTERM or isinstance(exc, Terminated):
+        print("terminated (SIGTERM)" + text.removeprefix("interrupted"), file=sys.stderr, flush=True)
+        return TERMINATED
+    print(text, file=sys.stderr, flush=True)
+    return INTERRUPTED
+
+
+def os_error_text(exc: OSError) -> str:
+    """``PATH: reason`` (``PATH -> OTHER: reason`` for a move), or the error's own text."""
+    if isinstance(exc, UnusableOutput):
+        return str(exc)
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return reason
+    path = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{path}: {reason}"
 
 
 class UsageError(ValueError):
@@ -164,9 +326,10 @@ def configure_logging(level: int = logging.INFO) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-# Where Lightning's rank-zero info lines ("GPU available", tips, its Ctrl-C message) and its
-# device lines are logged.
+# Where Lightning's rank-zero info lines ("GPU available", tips, its Ctrl-C message), its device
+# lines and its "Received SIGTERM" line are logged (run_main says what a signal stopped).
 LIGHTNING_INFO_LOGGERS = (
+    "lightning.pytorch.trainer.connectors.signal_connector",
     "lightning.pytorch.utilities.rank_zero",
     "lightning.fabric.utilities.rank_zero",
     "lightning_utilities.core.rank_zero",
@@ -174,30 +337,6 @@ LIGHTNING_INFO_LOGGERS = (
     "lightning.fabric.utilities.distributed",
     "lightning.pytorch.utilities.distributed",
 )
-
-
-def run_main(main, argv=None, kept_on_interrupt: str | None = None) -> int:
-    """Call ``main(argv)``; turn expected failures into a one-line error and exit code 2.
-
-    Ctrl-C ends with one line on stderr saying where it stopped and what was kept (see
-    ``labkit.progress.stage``; ``kept_on_interrupt`` is the script's default account), exit 130.
-    """
-    # Errors the user can fix by changing the input; anything else is a bug and keeps its traceback.
-    from labkit.progress import interruption_message
-    from reduction.backend import BackendError
-
-    configure_logging()
-    try:
-        result = main(argv)
-    except SystemExit as stop:  # argparse: --help (0) or a bad flag (2), its message already printed
-        return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
-    except (DataError, UsageError, SettingsError, BackendError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return USAGE_ERROR
-    except KeyboardInterrupt as exc:
-        print(interruption_message(exc, kept_on_interrupt), file=sys.stderr, flush=True)
-        return INTERRUPTED
-    return 0 if result is None else int(result)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -222,13 +361,15 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 def augment_strength(text: str) -> float:
     """A finite strength >= 0 that keeps every range below 100% (ValueError otherwise)."""
-    from datamodules.augment import AugmentConfig
-
     try:
         value = float(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a number") from None
-    AugmentConfig(strength=value)  # raises ValueError with the reason
+    if not (math.isfinite(value) and value >= 0):  # before importing torch: most mistakes answer at once
+        raise ValueError(f"strength must be a finite number >= 0, got {text}")
+    from datamodules.augment import AugmentConfig
+
+    AugmentConfig(strength=value)  # raises ValueError with the reason (a range reaching 100%)
     return value
 
 

@@ -17,8 +17,9 @@ enable_scipy_array_api()
 import logging  # noqa: E402
 import sys  # noqa: E402
 
-from cli_kit import ArgumentParser, add_study_arguments, configure_logging, int_list, parsed_by, positive_int, run_main, write_json  # noqa: E402,E501
-from reduction.cluster_sweeps import check_ks  # noqa: E402
+from cli_kit import (ArgumentParser, FolderLock, add_study_arguments, configure_logging, heartbeat, int_list,  # noqa: E402
+                     parsed_by, positive_int, run_script, write_json)
+from reduction.choices import check_ks  # noqa: E402
 
 
 def parse_k_list(text: str) -> tuple[int, ...]:
@@ -79,13 +80,14 @@ def main(argv=None) -> None:
         configure_logging(logging.WARNING)  # notes only, no progress lines
 
     select_backend(args.backend)  # a backend that cannot run here fails before the data are loaded
-    data = load_splits(args.data_dir, val_fraction=REDUCTION_VAL_FRACTION, seed=args.seed)
-    results = cluster.run(profile, data, args.out, args.backend, seed=args.seed, cluster_seed=args.cluster_seed)
-    results["command"] = ["cluster.py", *(sys.argv[1:] if argv is None else argv)]
-    path = write_json(args.out / "results.json", results)
+    with FolderLock(args.out), heartbeat("cluster"):  # one run at a time writes --out
+        data = load_splits(args.data_dir, val_fraction=REDUCTION_VAL_FRACTION, seed=args.seed)
+        results = cluster.run(profile, data, args.out, args.backend, seed=args.seed, cluster_seed=args.cluster_seed)
+        results["command"] = ["cluster.py", *(sys.argv[1:] if argv is None else argv)]
+        path = write_json(args.out / "results.json", results)
     print("\n".join(cluster.summary_lines(results)))
     print(f"results: {path}")
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main, kept_on_interrupt="figures of finished steps are kept; no results.json written"))
+    run_script(main, kept_on_interrupt="figures of finished steps are kept; no results.json written")

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import sys
 
-from cli_kit import ArgumentParser, add_study_arguments, run_main, write_json
-from reduction.studies.embed import METHODS
+from cli_kit import ArgumentParser, FolderLock, add_study_arguments, heartbeat, run_script, write_json
+from reduction.choices import MAP_METHODS as METHODS
 
 
 def method_list(text: str) -> list[str]:
@@ -62,14 +62,15 @@ def main(argv=None) -> int:
     methods = [name for group in args.methods for name in group]
 
     select_backend(args.backend)  # a backend that cannot run here fails before the data are loaded
-    data = load_splits(args.data_dir, val_fraction=REDUCTION_VAL_FRACTION, seed=args.seed)
-    results = embed.run(profile, data, args.out, args.backend, seed=args.seed, methods=methods)
-    results["command"] = ["embed.py", *(sys.argv[1:] if argv is None else argv)]
-    path = write_json(args.out / "results.json", results)
+    with FolderLock(args.out), heartbeat("embed"):  # one run at a time writes --out
+        data = load_splits(args.data_dir, val_fraction=REDUCTION_VAL_FRACTION, seed=args.seed)
+        results = embed.run(profile, data, args.out, args.backend, seed=args.seed, methods=methods)
+        results["command"] = ["embed.py", *(sys.argv[1:] if argv is None else argv)]
+        path = write_json(args.out / "results.json", results)
     print("\n".join(embed.summary_lines(results)))
     print(f"figures and {path.name} in {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main, kept_on_interrupt="figures of finished maps are kept; no results.json written"))
+    run_script(main, kept_on_interrupt="figures of finished maps are kept; no results.json written")

@@ -14,9 +14,9 @@ import logging
 import sys
 from pathlib import Path
 
-from cli_kit import (ArgumentParser, UsageError, add_study_arguments, configure_logging, int_list, parsed_by,
-                     positive_int, run_main, write_json)
-from reduction.forest_grid import grid_axis
+from cli_kit import (ArgumentParser, FolderLock, UsageError, add_study_arguments, configure_logging, heartbeat, int_list,
+                     parsed_by, positive_int, run_script, write_json)
+from reduction.choices import grid_axis
 
 
 def parse_grid_axis(text: str) -> tuple[int, ...]:
@@ -79,13 +79,14 @@ def main(argv=None) -> None:
         configure_logging(logging.WARNING)  # notes only, no progress lines
 
     select_backend(args.backend)  # a backend that cannot run here fails before the data are loaded
-    data = load_splits(args.data_dir, val_fraction=REDUCTION_VAL_FRACTION, seed=args.seed, limit_rows=args.limit_rows)
-    results = pca_forest.run(profile, data, args.out, args.backend, seed=args.seed, cache_dir=cache_dir)
-    results["command"] = ["pca_forest.py", *(sys.argv[1:] if argv is None else argv)]
-    path = write_json(args.out / "results.json", results)
+    with FolderLock(args.out), heartbeat("pca-forest"):  # one run at a time writes --out
+        data = load_splits(args.data_dir, val_fraction=REDUCTION_VAL_FRACTION, seed=args.seed, limit_rows=args.limit_rows)
+        results = pca_forest.run(profile, data, args.out, args.backend, seed=args.seed, cache_dir=cache_dir)
+        results["command"] = ["pca_forest.py", *(sys.argv[1:] if argv is None else argv)]
+        path = write_json(args.out / "results.json", results)
     print("\n".join(pca_forest.summary_lines(results)))
     print(f"results: {path}")
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main, kept_on_interrupt="figures of finished steps are kept; no results.json written"))
+    run_script(main, kept_on_interrupt="figures of finished steps are kept; no results.json written")

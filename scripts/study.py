@@ -19,10 +19,9 @@ from reduction.backend import enable_scipy_array_api
 # SciPy reads once, when first imported.
 enable_scipy_array_api()
 
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from cli_kit import ArgumentParser, add_study_arguments, parsed_by, positive_int, run_main  # noqa: E402
+from cli_kit import ArgumentParser, add_study_arguments, parsed_by, positive_int, run_script  # noqa: E402
 from whole_study.parts import PART_NAMES, parse_override, parse_parts  # noqa: E402
 
 
@@ -79,4 +78,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main, kept_on_interrupt="finished parts are kept; a rerun resumes where it stopped"))
+    run_script(main, kept_on_interrupt="finished parts are kept; a rerun resumes where it stopped")

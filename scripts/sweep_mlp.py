@@ -7,10 +7,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from cli_kit import ArgumentParser, add_training_arguments, positive_float, run_main, training_config
-from lightning_modules.mlp_module import ACTIVATIONS
+from cli_kit import ACTIVATION_CHOICES, ArgumentParser, FolderLock, add_training_arguments, positive_float, run_script, training_config
 
 
 def build_parser() -> ArgumentParser:
@@ -23,7 +20,7 @@ def build_parser() -> ArgumentParser:
         "same batches); --sequential trains them one after another.",
     )
     parser.add_argument("--lrs", type=positive_float, nargs="+", default=[1e-3, 1e-5, 1e-9], help="learning rates (default 1e-3 1e-5 1e-9)")
-    parser.add_argument("--acts", choices=sorted(ACTIVATIONS), nargs="+", default=["relu", "linear"], help="hidden activations (default relu linear)")
+    parser.add_argument("--acts", choices=ACTIVATION_CHOICES, nargs="+", default=["relu", "linear"], help="hidden activations (default relu linear)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
                         help="initialisation seeds; every setting is trained once per seed and summarised as mean "
                         "and standard deviation (default: --seed alone, as the reference)")
@@ -40,12 +37,13 @@ def main(argv=None) -> None:
     from lightning_modules.sweep import run_sweep, summary_markdown
 
     seeds = list(dict.fromkeys(args.seeds)) if args.seeds else None
-    summary = run_sweep(training_config(args), list(dict.fromkeys(args.lrs)), list(dict.fromkeys(args.acts)), args.out,
-                        seeds=seeds, sequential=args.sequential)
+    with FolderLock(args.out):  # one sweep at a time writes this summary folder
+        summary = run_sweep(training_config(args), list(dict.fromkeys(args.lrs)), list(dict.fromkeys(args.acts)), args.out,
+                            seeds=seeds, sequential=args.sequential)
     print()
     print(summary_markdown(summary))
     print(f"summary: {args.out}/summary.md, {args.out}/summary.json, figure: {args.out}/curves.png")
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main, kept_on_interrupt="no run finished; nothing written"))
+    run_script(main, kept_on_interrupt="no run finished; nothing written")

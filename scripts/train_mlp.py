@@ -6,10 +6,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from cli_kit import ArgumentParser, add_training_arguments, positive_float, run_main, training_config
-from lightning_modules.mlp_module import ACTIVATIONS
+from cli_kit import ACTIVATION_CHOICES, ArgumentParser, add_training_arguments, positive_float, positive_int, run_script, training_config
 
 
 def devices_arg(text: str):
@@ -33,9 +30,13 @@ def build_parser() -> ArgumentParser:
         "TensorBoard events and results.json under LOGDIR/mlp/<act>_lr<lr>/.",
     )
     parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    parser.add_argument("--act", choices=sorted(ACTIVATIONS), default="relu", help="hidden-layer activation (default relu)")
+    parser.add_argument("--act", choices=ACTIVATION_CHOICES, default="relu", help="hidden-layer activation (default relu)")
     add_training_arguments(parser)
-    parser.add_argument("--devices", type=devices_arg, default=1, help="number of devices/processes, or 'auto' (default 1)")
+    parser.add_argument("--devices", type=devices_arg, default=1,
+                        help="devices (processes) per node, a list of device indices like 0,1, or 'auto' (default 1)")
+    parser.add_argument("--num-nodes", type=positive_int, default=1,
+                        help="machines to train on together, data-parallel (default 1; see README: srun or torchrun "
+                        "starts the processes)")
     parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default auto)")
     return parser
 
@@ -44,9 +45,17 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     from lightning_modules.training import train_mlp
 
-    results = train_mlp(training_config(args, lr=args.lr, act=args.act, devices=args.devices, strategy=args.strategy))
+    results = train_mlp(training_config(args, lr=args.lr, act=args.act, devices=args.devices, num_nodes=args.num_nodes,
+                                        strategy=args.strategy))
     if results["world_size"] > 1 and not _is_rank_zero():
         return
+    from labkit.progress import stage
+
+    with stage("after the run had finished", kept=f"the run is complete: {results['log_dir']}/results.json"):
+        _print_summary(results)
+
+
+def _print_summary(results: dict) -> None:
     print(
         f"{results['run']}: test accuracy {results['test_acc']:.4f}, test loss {results['test_loss']:.4f}, "
         f"best validation accuracy {results['best_val_acc']:.4f} (epoch {results['best_epoch']}), "
@@ -62,4 +71,4 @@ def _is_rank_zero() -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main, kept_on_interrupt="nothing written for this run"))
+    run_script(main, kept_on_interrupt="nothing written for this run")

@@ -129,11 +129,16 @@ def single_thread():
         yield
 
 
-def interrupt_script(script: Path, *args, cwd: Path, after: str, timeout: float = 300):
-    """Run ``script`` in a child process, send it a real SIGINT once ``after`` shows on its stderr.
+def interrupt_script(script: Path, *args, cwd: Path, after: str, timeout: float = 300, signal_number=None,
+                     env: dict | None = None):
+    """Run ``script`` in a child process, send it a real signal (SIGINT unless ``signal_number``
+    says otherwise) once ``after`` shows on its stderr.
 
     Returns (exit code, stdout, stderr). The child's SIGINT is reset to the default before exec:
     a child of a background job in a non-interactive shell (CI) would otherwise inherit "ignore".
+    ``env`` adds variables to the child's environment (``PYTHONPROFILEIMPORTTIME=1`` makes the
+    interpreter write a line to stderr as each module finishes importing, so that ``after`` can
+    name a moment inside the heavy imports).
     """
     import re
     import signal
@@ -149,13 +154,14 @@ def interrupt_script(script: Path, *args, cwd: Path, after: str, timeout: float 
         child = subprocess.Popen(
             [sys.executable, str(script), *map(str, args)],
             cwd=cwd, stdout=stdout, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
+            env={**os.environ, **(env or {})},
         )
         seen, deadline = [], time.monotonic() + timeout
         try:
             for line in child.stderr:
                 seen.append(line)
                 if re.search(after, line):
-                    child.send_signal(signal.SIGINT)
+                    child.send_signal(signal.SIGINT if signal_number is None else signal_number)
                     break
                 if time.monotonic() > deadline:
                     break

@@ -192,9 +192,12 @@ def test_mixture_sweep_with_parallel_ks_fits_what_the_serial_sweep_fits(blobs, c
     assert parallel.n_iter == serial.n_iter and parallel.converged == serial.converged
     for k in serial.ks:
         assert cluster_purity(serial.models[k].labels_, parallel.models[k].labels_)["ari"] == pytest.approx(1.0)
-    lines = {message for message in caplog.messages if message.startswith("[gaussian mixture")}
+    lines = {message for message in caplog.messages if message.startswith("[gaussian mixture ")}
     assert sorted(line.split("]")[0] for line in lines) == [f"[gaussian mixture {i}/5" for i in range(1, 6)]
     assert all(f"k={k}:" in caplog.text for k in serial.ks)
+    # each k also says when it starts (a k of the full sweep takes minutes)
+    starts = {message.split()[2] for message in caplog.messages if message.startswith("[gaussian mixture] ")}
+    assert sorted(starts) == sorted(f"k={k}:" for k in serial.ks)
 
 
 @pytest.mark.parametrize("n_jobs", [None, 2])

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from labkit.errors import SettingsError
 from labkit.files import write_json
+from labkit.progress import duration as elapsed_text  # noqa: F401  (12.3 s, 4 min 05 s: the report's and runner's name)
 from labkit.timing import StepTimer
 
 PART_NAMES = ("mlp", "pca_forest", "embed", "cluster")
@@ -432,13 +433,3 @@ def library_versions() -> dict[str, str | None]:
              "lightning": "lightning"}
     return {**{key: _distribution_version(dist) for key, dist in names.items()}, "cuml": cuml_version(prefer_imported=False)}
 
-
-def elapsed_text(seconds: float) -> str:
-    """12.3 s, 4 min 05 s, 1 h 02 min."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"

@@ -7,6 +7,7 @@ Layout of the output folder ``OUT``::
     OUT/report.md, report.html, report.json
     OUT/.cache/                 data digests and finished forest-grid depths (kept across runs)
     OUT/.partial/<part>/        a part being computed; renamed to OUT/<part> when it finishes
+    OUT/.lock                   the running study's pid, host and start time (one run per folder)
 
 A part is **reused** when ``OUT/<part>/results.json`` holds the same fingerprint digest as the
 part would have now (:mod:`whole_study.fingerprint`); otherwise, or with ``force``, it is computed into
@@ -30,8 +31,8 @@ from pathlib import Path
 
 from datamodules.csv_io import DataError
 from labkit.errors import SettingsError
-from labkit.files import write_json
-from labkit.progress import Interrupted, interruption_message, report, stage
+from labkit.files import FolderLock, write_json
+from labkit.progress import Interrupted, heartbeat, interruption_message, report, stage
 from reduction.backend import BackendError
 from whole_study import fingerprint as fp
 from whole_study.parts import PART_NAMES, PARTS, REDUCTION_PARTS, Plan, StudyConfig, StudyContext, elapsed_text, library_versions
@@ -67,7 +68,10 @@ def run_study(config: StudyConfig, out_dir: str | os.PathLike, parts=PART_NAMES,
     """Compute or reuse each of ``parts`` (in the study's order), then write the report.
 
     Raises SettingsError / BackendError / DataError before any work for settings, a backend or
-    data that cannot work; Interrupted (one line) on Ctrl-C inside a part.
+    data that cannot work; FolderInUse when another run holds ``out_dir`` (its lock,
+    ``OUT/.lock``, is held for the whole run), UnusableOutput when ``out_dir`` cannot be written;
+    Interrupted (one line) on Ctrl-C inside a part; an OSError (a full disk) as it comes, after
+    removing the unfinished part.
     """
     out_dir = Path(out_dir)
     selected = [name for name in PART_NAMES if name in parts]
@@ -77,6 +81,12 @@ def run_study(config: StudyConfig, out_dir: str | os.PathLike, parts=PART_NAMES,
         from reduction.backend import select_backend
 
         select_backend(config.backend)  # BackendError before any work
+    with FolderLock(out_dir):  # FolderInUse (naming the other run) before touching anything of it
+        return _run_parts(config, out_dir, selected, context, plans, force, write_report)
+
+
+def _run_parts(config: StudyConfig, out_dir: Path, selected: list[str], context: StudyContext, plans: dict,
+               force: bool, write_report: bool) -> StudyOutcome:
     started = time.perf_counter()
     report(f"[study] checking the data and earlier results in {out_dir}")
     identity = fp.data_identity(config.data_dir, context.cache_dir / "data_sha256.json")
@@ -178,7 +188,8 @@ def _compute(name: str, plan: Plan, context: StudyContext, print_: dict, identit
     staging.mkdir(parents=True)
     started = time.perf_counter()
     try:
-        results = part.compute(plan, context, staging)
+        with heartbeat(f"study: {name}"):
+            results = part.compute(plan, context, staging)
         seconds = time.perf_counter() - started
         results["study_part"] = {
             "part": name,
@@ -201,6 +212,8 @@ def _compute(name: str, plan: Plan, context: StudyContext, print_: dict, identit
         _remove_if_empty(out_dir / PARTIAL)
         if isinstance(exc, (SettingsError, DataError, BackendError)):  # one line for the user: say which part
             raise type(exc)(f"in part {name}: {exc}") from None
+        if isinstance(exc, OSError) and exc.errno is not None:  # a full disk: the path, the reason, the part
+            raise OSError(exc.errno, f"{exc.strerror} (in part {name})", exc.filename, None, exc.filename2) from exc
         raise
     if final.exists():
         os.replace(final, old)

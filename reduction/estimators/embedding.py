@@ -189,6 +189,11 @@ class _Embedding(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         factory, self.place_ = implementation(self.algorithm, select_backend(self.backend))
         return factory
 
+    def _verbosity(self) -> dict:
+        """scikit-learn's ``verbose`` (its progress prints, see labkit.progress.printed_lines); not a
+        result-changing parameter, so kept out of ``params_``."""
+        return {"verbose": int(self.verbose)} if getattr(self, "verbose", 0) and self.place_ == "sklearn" else {}
+
     @property
     def _n_features_out(self) -> int:
         return self.embedding_.shape[1]
@@ -201,6 +206,9 @@ class TSNE(_Embedding):
     on cuML; scikit-learn always runs Barnes-Hut. As in scikit-learn, ``perplexity`` must be
     less than the number of rows and there is no ``transform`` (t-SNE embeds only the rows it
     was fitted on). cuML computes in float32; scikit-learn gets float64.
+
+    ``verbose`` is scikit-learn's (progress printed to stdout; not passed to cuML, whose
+    ``verbose`` is a log level).
 
     Fitted: ``embedding_``, ``estimator_``, ``place_``, ``params_``, ``learning_rate_``
     (scikit-learn units), ``kl_divergence_``, ``n_iter_``, ``n_features_in_``.
@@ -218,6 +226,7 @@ class TSNE(_Embedding):
         random_state=None,
         backend: str = "auto",
         cuml_method: str = "fft",
+        verbose: int = 0,
     ) -> None:
         self.perplexity = perplexity
         self.early_exaggeration = early_exaggeration
@@ -227,6 +236,7 @@ class TSNE(_Embedding):
         self.random_state = random_state
         self.backend = backend
         self.cuml_method = cuml_method
+        self.verbose = verbose
 
     def fit_transform(self, X, y=None) -> np.ndarray:
         if self.max_iter < TSNE_EXPLORATION_ITER:
@@ -250,7 +260,7 @@ class TSNE(_Embedding):
             )
         else:
             self.params_ = sklearn_tsne_kwargs(**common)
-        self.estimator_ = factory(**self.params_)
+        self.estimator_ = factory(**self.params_, **self._verbosity())
         self.embedding_ = to_numpy(self.estimator_.fit_transform(X)).astype(np.float64)
         self.learning_rate_ = (
             sklearn_auto_learning_rate(len(X), self.early_exaggeration)
@@ -352,6 +362,9 @@ class MDS(_Embedding):
       which is what makes it take this branch; two workers on one core take about as long as
       the loop).
 
+    ``verbose`` is scikit-learn's (each SMACOF iteration's stress printed to stdout; with
+    ``n_jobs`` by the worker processes, straight to the terminal).
+
     Fitted: ``embedding_``, ``estimator_``, ``place_``, ``params_`` (``n_jobs`` as given to
     scikit-learn), ``init_draws_`` ("serial" or "seeded", see :data:`MDS_INIT_DRAWS`),
     ``stress_`` (raw stress), ``stress_1_`` (normalised), ``n_iter_``, ``n_features_in_``.
@@ -360,13 +373,14 @@ class MDS(_Embedding):
     algorithm = "mds"
 
     def __init__(
-        self, n_init: int = 4, max_iter: int = 300, random_state=None, backend: str = "auto", n_jobs=None
+        self, n_init: int = 4, max_iter: int = 300, random_state=None, backend: str = "auto", n_jobs=None, verbose: int = 0
     ) -> None:
         self.n_init = n_init
         self.max_iter = max_iter
         self.random_state = random_state
         self.backend = backend
         self.n_jobs = n_jobs
+        self.verbose = verbose
 
     def fit_transform(self, X, y=None) -> np.ndarray:
         import sklearn
@@ -384,7 +398,7 @@ class MDS(_Embedding):
             parameter_names(factory), sklearn.__version__, self.random_state, n_init=int(self.n_init),
             max_iter=int(self.max_iter), n_jobs=workers,
         )
-        self.estimator_ = factory(**self.params_)
+        self.estimator_ = factory(**self.params_, **self._verbosity())
         self.embedding_ = to_numpy(self.estimator_.fit_transform(X)).astype(np.float64)
         self.stress_ = float(self.estimator_.stress_)
         self.n_iter_ = int(getattr(self.estimator_, "n_iter_", -1))

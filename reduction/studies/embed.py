@@ -18,6 +18,8 @@ The quick profile maps 2,000 sampled rows, MDS 500, with 500 t-SNE iterations.
 from __future__ import annotations
 
 import os
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +29,13 @@ from matplotlib.colors import to_rgb
 from datamodules import PRESENT_LABELS, REFERENCE_SEED, letter, reference_sample
 from labkit.errors import SettingsError
 from labkit.figures import plt, save
-from labkit.progress import Progress, report, stage
+from labkit.progress import Progress, duration, printed_lines, report, stage
+from reduction.choices import MAP_METHODS
 from reduction.estimators import LLE, MDS, PCA, TSNE
 from reduction.scores import knn_accuracy, trustworthiness_on_sample
 from reduction.studies.common import StudyRun, split_rows
 
-METHODS = ("pca", "tsne", "lle", "mds")
+METHODS = MAP_METHODS
 METHOD_TITLES = {"pca": "PCA (2 components)", "tsne": "t-SNE", "lle": "LLE", "mds": "MDS"}
 
 
@@ -83,7 +86,7 @@ def run(
         raise SettingsError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
     methods = [m for m in METHODS if m in methods]
     study = StudyRun.start("embed", out_dir, backend)
-    progress = Progress(len(methods), "embed")
+    progress = Progress(len(methods), "embed", estimate=False)  # a map's time says nothing of the next one's
     maps = {}
     for number, method in enumerate(methods, 1):
         maps[method] = _map_step(study, method, f"{number}/{len(methods)}", profile, data, seed)
@@ -138,8 +141,10 @@ def fit_map(method: str, X: np.ndarray, profile: Profile, backend: str, seed: in
         params = {"n_components": 2, "random_state": seed}
         details = {"explained_variance_ratio": [float(v) for v in estimator.explained_variance_ratio_]}
     elif method == "tsne":
-        estimator = TSNE(max_iter=profile.tsne_max_iter, init="random", learning_rate="auto", random_state=seed, backend=backend)
-        embedding = estimator.fit_transform(X)
+        estimator = TSNE(max_iter=profile.tsne_max_iter, init="random", learning_rate="auto", random_state=seed, backend=backend,
+                         verbose=2)
+        with printed_lines(TSNELines("[tsne]", profile.tsne_max_iter)):
+            embedding = estimator.fit_transform(X)
         params = estimator.params_
         details = {"learning_rate": estimator.learning_rate_, "kl_divergence": estimator.kl_divergence_, "n_iter": estimator.n_iter_}
     elif method == "lle":
@@ -148,14 +153,78 @@ def fit_map(method: str, X: np.ndarray, profile: Profile, backend: str, seed: in
         params = estimator.params_
         details = {"reconstruction_error": estimator.reconstruction_error_}
     elif method == "mds":
-        estimator = MDS(random_state=seed, backend=backend, n_jobs=profile.mds_n_jobs)
-        embedding = estimator.fit_transform(X)
+        # Serial SMACOF runs print each iteration's stress here (reported per run); parallel ones
+        # run in worker processes, whose prints would bypass the log: a heartbeat covers them.
+        serial = profile.mds_n_jobs is None
+        estimator = MDS(random_state=seed, backend=backend, n_jobs=profile.mds_n_jobs, verbose=2 if serial else 0)
+        report(f"[mds] {estimator.n_init} SMACOF runs of up to {estimator.max_iter} iterations on {len(X)} rows, "
+               + ("one after another" if serial else "in parallel worker processes"))
+        with printed_lines(SMACOFLines("[mds]", estimator.n_init, estimator.max_iter)):
+            embedding = estimator.fit_transform(X)
         params = estimator.params_
         details = {"stress": estimator.stress_, "stress_1": estimator.stress_1_, "n_iter": estimator.n_iter_,
                    "init_draws": estimator.init_draws_}
     else:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     return embedding, estimator, params, details
+
+
+class TSNELines:
+    """scikit-learn's t-SNE prints (``verbose=2``) as progress lines: its stages, and every 50th
+    iteration's KL divergence with the time left (from the pace of the last 50)."""
+
+    ITERATION = re.compile(r"\[t-SNE\] Iteration (\d+): error = (\S+), gradient norm = \S+ \((\d+) iterations in (\S+)s\)")
+
+    def __init__(self, title: str, max_iter: int) -> None:
+        self.title, self.max_iter = title, max_iter
+
+    def __call__(self, line: str):
+        match = self.ITERATION.match(line)
+        if match:
+            done, error, chunk, seconds = int(match[1]), float(match[2]), int(match[3]), float(match[4].rstrip("s"))
+            left = seconds / max(chunk, 1) * max(self.max_iter - done, 0)
+            return (f"{self.title} iteration {done}/{self.max_iter}: KL divergence {error:.4f} ... ~{duration(left)} left",
+                    False)
+        text = line.removeprefix("[t-SNE] ")
+        return f"{self.title} {text}", text.startswith(("KL divergence after", "Computed neighbors", "Iteration"))
+
+
+class SMACOFLines:
+    """scikit-learn's serial SMACOF prints (MDS ``verbose=2``) as progress lines: each run's start,
+    its stress now and then with an upper bound of the time left, and its end with its stress."""
+
+    ITERATION = re.compile(r"Iteration (\d+), stress (\S+)")
+    CONVERGED = re.compile(r"Convergence criterion reached \(iteration (\d+)\)")
+
+    def __init__(self, title: str, n_init: int, max_iter: int) -> None:
+        self.title, self.n_init, self.max_iter = title, n_init, max_iter
+        self.run, self.iterations, self.stress, self.open, self.began = 0, 0, None, False, time.monotonic()
+
+    def __call__(self, line: str):
+        if match := self.CONVERGED.match(line):
+            return self._ended(int(match[1]) + 1, "converged")
+        match = self.ITERATION.match(line)
+        if not match:
+            return None
+        iteration, lines = int(match[1]), []
+        if iteration == 0:  # a new run begins (the previous one, if open, ran all its iterations)
+            lines += self.finish()
+            self.run, self.open, self.began = self.run + 1, True, time.monotonic()
+            lines.append((f"{self.title} SMACOF run {self.run}/{self.n_init}: started", True))
+        self.iterations, self.stress = iteration + 1, float(match[2])
+        pace = (time.monotonic() - self.began) / self.iterations
+        bound = pace * ((self.max_iter - self.iterations) + (self.n_init - self.run) * self.max_iter)
+        lines.append((f"{self.title} SMACOF run {self.run}/{self.n_init}: iteration {self.iterations}/{self.max_iter}, "
+                      f"stress {self.stress:.6g} ... at most ~{duration(bound)} left", False))
+        return lines
+
+    def _ended(self, iterations: int, how: str):
+        self.open = False
+        return [(f"{self.title} SMACOF run {self.run}/{self.n_init}: stress {self.stress:.6g} after {iterations} "
+                 f"iterations ({how}, {duration(time.monotonic() - self.began)})", True)]
+
+    def finish(self):
+        return self._ended(self.iterations, "iteration limit") if self.open else []
 
 
 def map_rows(method: str, n_train: int, profile: Profile, seed: int) -> np.ndarray:
