@@ -68,9 +68,6 @@ def solo_initial_state(spec: MemberSpec, num_classes: int = 25, input_dim: int =
     return model.state_dict()
 
 
-TRAINING_PATHS = ("graph", "explicit", "autograd")
-
-
 class FusedMLPs(StagedSteps):
     """S independent ``Normalization -> Linear -> act -> ... -> Linear`` MLPs trained in one step.
 
@@ -148,7 +145,7 @@ class FusedMLPs(StagedSteps):
         self.cuda_graphs = cuda_graphs
         self.explicit_gradients = explicit_gradients
         self.automatic_optimization = False  # see training_step
-        self.training_path: str | None = None  # one of TRAINING_PATHS, once chosen
+        self.training_path: str | None = None  # "graph", "explicit" or "autograd": the last one chosen
         self._train_batch: Callable[[torch.Tensor, torch.Tensor, Callable], object] | None = None
         self.graph_steps = 0  # training steps taken by replaying a CUDA graph
         self._sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per stage: loss sums, correct counts
@@ -354,7 +351,7 @@ class FusedMLPs(StagedSteps):
             param.grad = None
 
     def on_train_end(self) -> None:
-        self._train_batch = self.training_path = None  # frees a CUDA graph's memory pool; gradients stay as they are
+        self._train_batch = None  # frees a CUDA graph's memory pool; gradients stay as they are
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return MemberAdam.for_model(self)
