@@ -322,6 +322,7 @@ def test_optimizer_refuses_a_state_for_another_layout(data):
     other = MemberAdam.for_model(build_fused([MemberSpec("relu", 1e-3, 1), MemberSpec("relu", 1e-4, 2), MemberSpec("relu", 1e-4, 3)]))
     with pytest.raises(ValueError, match="laid out otherwise"):
         other.load_state_dict(saved)
+    assert not other.state  # refused before loading anything
     fewer = MemberAdam.for_model(build_fused([MemberSpec("relu", 1e-3, 1)]))
     with pytest.raises(ValueError):  # torch.optim's own check: another number of groups
         fewer.load_state_dict(saved)

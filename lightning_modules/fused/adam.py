@@ -68,9 +68,9 @@ class MemberAdam(torch.optim.Adam):
             first = stop
         self._members = members
         self._cuts = list(cuts.values())
-        super().__init__(list(groups.values()), lr=lrs[0], betas=betas, eps=eps, fused=True)
         self._shared: list[torch.Tensor | None] = [None] * len(self._stacked)  # the gradients the slices hold
         self._calls: list[tuple[list, ...]] | None = None  # per group: params, grads, exp_avgs, exp_avg_sqs, steps
+        super().__init__(list(groups.values()), lr=lrs[0], betas=betas, eps=eps, fused=True)
 
     @classmethod
     def for_model(cls, model, eps: float = 1e-7) -> "MemberAdam":
@@ -100,6 +100,7 @@ class MemberAdam(torch.optim.Adam):
 
     def _share_gradients(self, grads: list[torch.Tensor]) -> None:
         """Point each slice's ``.grad`` at its part of the stacked gradient (autograd makes new ones each step)."""
+        self._check_groups()
         members = self._members
         per_member = [grad.view(members, *shape) for grad, (_, shape) in zip(grads, self._stacked)]
         for group, cuts in zip(self.param_groups, self._cuts, strict=True):
@@ -112,8 +113,7 @@ class MemberAdam(torch.optim.Adam):
 
     def _make_calls(self) -> list[tuple[list, ...]]:
         """The argument lists of ``adam`` per group, with the state made as ``Adam(fused=True)`` makes it."""
-        if len(self.param_groups) != len(self._cuts):
-            raise ValueError("MemberAdam's param groups are its learning rates; it takes no others")
+        self._check_groups()
         calls = []
         for group in self.param_groups:
             if group["amsgrad"] or group["maximize"] or group["differentiable"] or group["capturable"]:
@@ -131,13 +131,23 @@ class MemberAdam(torch.optim.Adam):
         self._calls = calls
         return calls
 
+    def _check_groups(self) -> None:
+        if len(self.param_groups) != len(self._cuts):
+            raise ValueError("MemberAdam's param groups are its learning rates; it takes no others")
+
+    def add_param_group(self, param_group) -> None:
+        super().add_param_group(param_group)
+        self._calls = None  # made again, and checked, at the next step
+
     def load_state_dict(self, state_dict) -> None:
+        # Checked before loading: torch.optim matches the groups' sizes, not their tensors' shapes.
+        saved = [index for group in state_dict["param_groups"] for index in group["params"]]
+        params = [param for group in self.param_groups for param in group["params"]]
+        for index, param in zip(saved, params):
+            state = state_dict["state"].get(index, {})
+            if any(torch.is_tensor(state.get(key)) and state[key].shape != param.shape for key in ("exp_avg", "exp_avg_sq")):
+                raise ValueError("the saved state is for members laid out otherwise (another learning rate in some place)")
         super().load_state_dict(state_dict)
-        for group in self.param_groups:
-            for param in group["params"]:
-                state = self.state.get(param, {})
-                if any(state[key].shape != param.shape for key in ("exp_avg", "exp_avg_sq") if key in state):
-                    raise ValueError("the saved state is for members laid out otherwise (another learning rate in some place)")
         self._calls = None
 
     def zero_grad(self, set_to_none: bool = True) -> None:
