@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_modules.fused.adam import MemberAdam
-from lightning_modules.fused.backward import explicit_train
+from lightning_modules.fused.backward import ExplicitTraining
 from lightning_modules.fused.graph import GraphedTraining, GraphedTrainStep
 from lightning_modules.mlp_module import ACTIVATIONS, MLPClassifier, Normalization, StagedSteps
 from lightning_modules.training import run_name
@@ -147,6 +147,7 @@ class FusedMLPs(StagedSteps):
         self.automatic_optimization = False  # see training_step
         self.training_path: str | None = None  # "graph", "explicit" or "autograd": the last one chosen
         self._train_batch: Callable[[torch.Tensor, torch.Tensor, Callable], object] | None = None
+        self._explicit: ExplicitTraining | None = None  # the explicit path, kept with its views
         self.graph_steps = 0  # training steps taken by replaying a CUDA graph
         self._sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per stage: loss sums, correct counts
         self._rows: dict[str, int] = {}
@@ -229,11 +230,6 @@ class FusedMLPs(StagedSteps):
         S, n_in, n_out = self.num_members, self.widths[k], self.widths[k + 1]
         return weight.view(S, n_out, n_in), bias.view(S, 1, n_out)
 
-    def member_layer(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer ``k``'s weights ``[S, out, in]`` and biases ``[S, 1, out]``, detached views."""
-        weight, bias = self.layer_parameters(k)
-        return self.per_member(k, weight.detach(), bias.detach())
-
     def _member_views(self, index: int):
         S = self.num_members
         for param, shape in self.stacked_parameters():
@@ -284,7 +280,7 @@ class FusedMLPs(StagedSteps):
         CUDA graph and replayed (:class:`~lightning_modules.fused.graph.GraphedTraining`).
         ``"explicit"``: with ``explicit_gradients``, on the CPU in one process, when every
         activation is ReLU or linear, the gradients are written out by hand
-        (:func:`~lightning_modules.fused.backward.explicit_train`). ``"autograd"`` otherwise,
+        (:class:`~lightning_modules.fused.backward.ExplicitTraining`). ``"autograd"`` otherwise,
         and always under DDP, whose gradient exchange runs in autograd's hooks.
 
         Called at fit start; outside a Trainer, by the first :meth:`train_closure`. Call it again
@@ -296,7 +292,7 @@ class FusedMLPs(StagedSteps):
         if self.cuda_graphs and device.type == "cuda" and one_process:
             self.training_path, self._train_batch = "graph", GraphedTraining(self)
         elif self.explicit_gradients and self.piecewise_linear and device.type == "cpu" and one_process:
-            self.training_path, self._train_batch = "explicit", self._explicit_train
+            self.training_path, self._train_batch = "explicit", self._explicit_training()
         else:
             self.training_path, self._train_batch = "autograd", self._eager_train
         return self.training_path
@@ -325,11 +321,14 @@ class FusedMLPs(StagedSteps):
         return partial(self._train_batch, images, labels, backward or torch.Tensor.backward)
 
     def explicit_train(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One training batch with the gradients written out by hand: :func:`~lightning_modules.fused.backward.explicit_train`."""
-        return explicit_train(self, images, labels)
+        """One training batch with the gradients written out by hand; returns the losses ``[S]``
+        (:meth:`~lightning_modules.fused.backward.ExplicitTraining.train`)."""
+        return self._explicit_training().train(images, labels)
 
-    def _explicit_train(self, images, labels, backward) -> torch.Tensor:
-        return explicit_train(self, images, labels)
+    def _explicit_training(self) -> ExplicitTraining:
+        if self._explicit is None:
+            self._explicit = ExplicitTraining(self)
+        return self._explicit
 
     def _eager_train(self, images, labels, backward) -> None:
         self.zero_stacked_grads()
