@@ -79,12 +79,13 @@ def codes(args, folder: Path) -> dict[str, SimpleNamespace]:
 
 
 def alternate(ways: dict, blocks: int, run_block) -> dict[str, float]:
-    """Median of ``run_block(way)`` per way over ``blocks`` blocks, the ways alternating; one
-    warm-up block first."""
+    """Median of ``run_block(way)`` per way over ``blocks`` blocks, the ways alternating (in
+    reverse order every other block, so that none always follows the same one); one warm-up
+    block first."""
     times = {name: [] for name in ways}
     for block in range(blocks + 1):
-        for name, way in ways.items():
-            value = run_block(name, way, block)
+        for name in list(ways) if block % 2 else list(ways)[::-1]:
+            value = run_block(name, ways[name], block)
             if block:
                 times[name].append(value)
     return {name: statistics.median(values) for name, values in times.items()}
