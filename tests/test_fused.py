@@ -403,11 +403,12 @@ def test_fit_through_lightning_reports_each_member_as_train_mlp_does(synthetic_d
         for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
             assert sum(1 for row in logged if row.get(f"{member.name}/{key}")) == 2, (member.name, key)
     # At train_mlp's steps (counting batches, not Lightning's steps of several), with the epoch:
-    # training at the batches so far, validation (logged before the last batch counts) one less.
+    # Lightning logs a fit's epoch-end metrics one step before the batches so far, the test after them.
     batches = math.ceil(solo["rows"]["train"] / 32)
-    for key, behind in (("train/acc", 0), ("val/acc", 1)):
+    for key in ("train/acc", "val/acc"):
         ends = [(int(row["step"]), int(float(row["epoch"]))) for row in logged if row.get(f"{members[0].name}/{key}")]
-        assert ends == [(batches * epoch - behind, epoch - 1) for epoch in (1, 2)], key
+        assert ends == [(batches * epoch - 1, epoch - 1) for epoch in (1, 2)], key
+    assert [int(row["step"]) for row in logged if row.get(f"{members[0].name}/test/acc")] == [2 * batches]
     assert fused["model"].member_classifier(0).state_dict().keys() == MLPClassifier().state_dict().keys()
 
 

@@ -433,9 +433,9 @@ class FusedMLPs(StagedSteps):
         if trainer is not None:
             # Lightning logs at its count of Lightning steps, which carry several batches here; a
             # logged "step" sets the x-axis instead: optimizer steps, one per batch, as in
-            # train_mlp. There, validation within fit is logged before the last batch is counted,
-            # one step earlier. With a "step", Lightning adds no "epoch" of its own.
-            step = self.global_step - (stage == "val" and trainer.state.fn == "fit")
+            # train_mlp. There, Lightning logs the epoch-end metrics of a fit one step before the
+            # batches' count. With a "step", Lightning adds no "epoch" of its own.
+            step = self.global_step - (trainer.state.fn == "fit")
             logged |= {"step": float(step), "epoch": float(self.current_epoch)}
             # Already reduced across processes above.
             self.log_dict(logged, on_step=False, on_epoch=True, sync_dist=False, rank_zero_only=True)
