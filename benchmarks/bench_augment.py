@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from datamodules import load_splits
 from datamodules.augment import AugmentConfig, BatchAugmenter
-from lightning_modules.mlp_module import MLPClassifier, make_optimizer  # (the package drops Lightning's NVML check)
+from lightning_modules.mlp_module import MLPClassifier, make_optimizer
 
 BATCH = 32
 

@@ -1,118 +1,170 @@
-"""One training step of the fused sweep, piece by piece: gradients by autograd or written out, and Adam's kernel calls.
+"""The fused sweep's training, piece by piece, against an earlier revision of the code in the same run.
 
-    python benchmarks/bench_fused_step.py [--seeds 5] [--steps 50] [--blocks 6] [--limit-rows N]
+    python benchmarks/bench_fused_step.py [--seeds 5] [--steps 50] [--blocks 6] [--epochs 6]
+                                          [--limit-rows N] [--baseline-rev REV] [--per-epoch N]
 
 On the real training batches, with the 6 settings (relu, linear x 1e-3, 1e-5, 1e-9) x
-``--seeds`` seeds as members (30 by default), on the CPU with denormals flushed, as
-``train_fused`` trains:
+``--seeds`` seeds as members (30 by default) sorted by learning rate as the sweep stores them,
+on the CPU with denormals flushed, as ``train_fused`` trains:
 
-1. a whole training step, ``optimizer.step(closure=model.train_closure(...))``, with the
-   gradients from autograd (``explicit_gradients=False``) and from ``FusedMLPs.explicit_train``
-   (the default on the CPU). The two ways alternate in blocks of ``--steps`` steps, so that a
-   noisy neighbour slows both alike;
-2. Adam's step over the same 5 M parameters, the kernel (``torch._fused_adam_``) called four
-   ways: once per member, with that member's 6 tensors (what ``MemberAdam`` did before);
-   ``MemberAdam.step`` itself, one call per learning rate with a slice per run of members at
-   that rate, the members in the sweep's order (activation, learning rate, seed: 6 runs) or
-   sorted by learning rate (3 runs, how the sweep stores them); and once over the 6 stacked
-   tensors (one learning rate for all: the floor, for reference). The step of (1) has the
-   members sorted too.
+1. training steps, ``optimizer.step(closure=model.train_closure(...))``, with the gradients
+   written out (the CPU's default, ``explicit``) and from autograd (``explicit_gradients=False``);
+2. Adam's step alone over the same parameters: ``MemberAdam.step``, and ``torch.optim.Adam.step``
+   over the same param groups (what ``MemberAdam`` would cost calling ``Adam.step``);
+3. ``--epochs``: whole training epochs through Lightning's ``Trainer``, as ``train_fused`` runs
+   them (16 batches per Lightning step; validation skipped), each block one epoch.
 
-Prints one table of median milliseconds per step and the ratio to the first row of its group.
+``--baseline-rev REV`` (e.g. ``dc66ade``) adds the same rows for ``lightning_modules/fused.py``
+and ``mlp_module.py`` as they were at that revision (``git show``), loaded into a temporary
+package; the ratios are then against it. In every group the ways alternate in blocks (of
+``--steps`` steps, or one epoch), so that a noisy neighbour slows all of them alike; the first
+block of each way warms up and is not counted. Prints one table of medians per step (or per
+epoch) and ratios.
 
-``--per-epoch N`` instead trains the members for N whole epochs (``explicit_train`` and
-``MemberAdam``, no Lightning, no validation) and prints, per epoch, the seconds spent computing
-gradients and in Adam's step, and at the end how closely the two move together (Pearson's r):
-Adam's kernel does the same work on any numbers (denormals flushed), so if both slow down
-together, the machine slowed, not the training.
+``--per-epoch N`` instead trains the members for N whole epochs (explicit gradients and
+``MemberAdam``, no Lightning) and prints, per epoch, the seconds spent computing gradients and
+in Adam's step, and how closely the two move together (Pearson's r): Adam does the same work
+on any numbers (denormals flushed), so if both slow down together, the machine slowed.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import importlib
+import logging
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from functools import partial
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
 
 import torch
 
 from datamodules import SignMNISTDataModule
-from lightning_modules.fused import MemberAdam, build_fused, member_specs
+from lightning_modules.callbacks import EpochTimer
+from lightning_modules.fused import BATCHES_PER_STEP, MemberAdam, build_fused, member_specs
 from lightning_modules.training import flush_denormals
 
 LRS = [1e-3, 1e-5, 1e-9]
 ACTS = ["relu", "linear"]
+REPO = Path(__file__).resolve().parent.parent
 
 
-def time_training_steps(args, datamodule, members) -> dict[str, float]:
-    """Median ms per training step of each way, from alternating blocks of ``args.steps`` steps."""
-    batches = list(datamodule.train_dataloader())
-    ways = {}
-    members = sorted(members, key=lambda member: member.lr)  # as the sweep stores them (one Adam call per rate)
-    for name, explicit in (("autograd", False), ("explicit", True)):
-        model = build_fused(members, datamodule.train_images, explicit_gradients=explicit)
-        ways[name] = (model, MemberAdam.for_model(model))
-    per_step = {name: [] for name in ways}
-    position = 0
-    for block in range(args.blocks + 1):  # the first block of each way warms up
-        chunk = [batches[(position + i) % len(batches)] for i in range(args.steps)]
-        position += args.steps
-        for name, (model, optimizer) in ways.items():
-            started = time.perf_counter()
-            for images, labels in chunk:
-                optimizer.step(closure=model.train_closure(images, labels))
+def load_baseline(rev: str, folder: Path) -> ModuleType:
+    """``lightning_modules/fused.py`` at ``rev``, importable as ``baseline_fused.fused`` with
+    ``mlp_module.py`` of the same revision beside it (other imports resolve to today's code)."""
+    package = folder / "baseline_fused"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name in ("fused.py", "mlp_module.py"):
+        shown = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:lightning_modules/{name}"], capture_output=True, text=True)
+        if shown.returncode != 0:
+            raise SystemExit(f"bench_fused_step: cannot read lightning_modules/{name} at {rev}: {shown.stderr.strip()}")
+        (package / name).write_text(shown.stdout.replace("from lightning_modules.mlp_module import", "from baseline_fused.mlp_module import"))
+    sys.path.insert(0, str(folder))
+    return importlib.import_module("baseline_fused.fused")
+
+
+def codes(args, folder: Path) -> dict[str, SimpleNamespace]:
+    """The code under test, ``new`` (this checkout) and, with ``--baseline-rev``, the baseline."""
+    found = {"new": SimpleNamespace(build_fused=build_fused, MemberAdam=MemberAdam)}
+    if args.baseline_rev:
+        old = load_baseline(args.baseline_rev, folder)
+        found[f"baseline {args.baseline_rev}"] = SimpleNamespace(build_fused=old.build_fused, MemberAdam=old.MemberAdam)
+    return found
+
+
+def alternate(ways: dict, blocks: int, run_block) -> dict[str, float]:
+    """Median of ``run_block(way)`` per way over ``blocks`` blocks, the ways alternating (in
+    reverse order every other block, so that none always follows the same one); one warm-up
+    block first."""
+    times = {name: [] for name in ways}
+    for block in range(blocks + 1):
+        for name in list(ways) if block % 2 else list(ways)[::-1]:
+            value = run_block(name, ways[name], block)
             if block:
-                per_step[name].append((time.perf_counter() - started) / args.steps * 1e3)
-    return {name: statistics.median(times) for name, times in per_step.items()}
-
-
-def time_adam_calls(args, members) -> dict[str, float]:
-    """Median ms of one Adam step over the members' parameters, its kernel calls cut four ways:
-    once per member (what ``MemberAdam`` did before), ``MemberAdam.step`` itself with the members
-    in the sweep's order and sorted by learning rate, and once over the stacked tensors."""
-    generator = torch.Generator().manual_seed(0)
-    model = build_fused(members)
-    S, stacked = model.num_members, model.stacked_parameters()
-    tensors = [[param.detach() for param, _ in stacked]]
-    tensors += [[torch.randn(param.shape, generator=generator) * 1e-3 for param, _ in stacked]]  # gradients
-    tensors += [[torch.zeros_like(param.detach()) for param, _ in stacked] for _ in range(2)]  # moments
-
-    def kernel_calls(slices: list[tuple[int, int]]):
-        """The kernel once per (first, stop) slice of the members, the argument lists cut once."""
-        calls = []
-        for first, stop in slices:
-            arguments = [[t.view(S, *shape)[first:stop] for t, (_, shape) in zip(group, stacked)] for group in tensors]
-            calls.append(partial(torch._fused_adam_, *arguments, [], [torch.ones(()) for _ in stacked], amsgrad=False, lr=1e-3,
-                                 beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-7, maximize=False, grad_scale=None,
-                                 found_inf=None))
-        return lambda: [call() for call in calls]
-
-    steps = {f"kernel, one call per member ({S} calls, {S * len(stacked)} tensors)": kernel_calls([(i, i + 1) for i in range(S)])}
-    for order, ordered in (("in the sweep's order", members),
-                           ("sorted by it (as the sweep stores them)", sorted(members, key=lambda member: member.lr))):
-        fused = build_fused(ordered)
-        for param, _ in fused.stacked_parameters():
-            param.grad = torch.randn(param.shape, generator=generator) * 1e-3
-        runs = 1 + sum(a.lr != b.lr for a, b in itertools.pairwise(ordered))
-        calls = len({member.lr for member in ordered})
-        steps[f"MemberAdam.step, members {order} ({calls} calls, {runs * len(stacked)} tensors)"] = MemberAdam.for_model(fused).step
-    steps[f"kernel, one call over the stacked tensors: the floor (1 call, {len(stacked)} tensors)"] = kernel_calls([(0, S)])
-
-    times = {name: [] for name in steps}
-    for block in range(args.blocks + 1):
-        for name, step in steps.items():
-            started = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            if block:
-                times[name].append((time.perf_counter() - started) / args.steps * 1e3)
+                times[name].append(value)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def time_training_steps(args, datamodule, members, found) -> list[tuple[str, float, str]]:
+    """Median ms per training step of each way and code, against the baseline's (else explicit's)."""
+    batches = list(datamodule.train_dataloader())
+    ways, references = {}, {}
+    for way, explicit in (("explicit", True), ("autograd", False)):
+        for code, namespace in found.items():
+            model = namespace.build_fused(members, datamodule.train_images, explicit_gradients=explicit)
+            name = f"training step, {way} gradients, {code}"
+            ways[name] = (model, namespace.MemberAdam.for_model(model))
+            references[name] = f"training step, {way} gradients, {list(found)[-1]}" if len(found) > 1 else next(iter(ways))
+
+    def block(name, way, number):
+        model, optimizer = way
+        chunk = [batches[(number * args.steps + i) % len(batches)] for i in range(args.steps)]
+        started = time.perf_counter()
+        for images, labels in chunk:
+            optimizer.step(closure=model.train_closure(images, labels))
+        return (time.perf_counter() - started) / args.steps * 1e3
+
+    return rows(alternate(ways, args.blocks, block), references)
+
+
+def time_adam_steps(args, members, found) -> list[tuple[str, float, str]]:
+    """Median ms of one Adam step over the members' parameters, gradients fixed, against the
+    baseline's ``MemberAdam.step`` (else today's)."""
+    generator = torch.Generator().manual_seed(0)
+    ways = {}
+    for code, namespace in found.items():
+        model = namespace.build_fused(members)
+        for param, _ in model.stacked_parameters():
+            param.grad = torch.randn(param.shape, generator=generator) * 1e-3
+        ways[f"Adam: MemberAdam.step, {code}"] = namespace.MemberAdam.for_model(model).step
+        if code == "new":
+            plain = MemberAdam.for_model(model)
+            plain.step()  # shares the gradients with the slices, which torch.optim.Adam.step reads
+            ways["Adam: torch.optim.Adam.step over MemberAdam's groups, new"] = lambda plain=plain: torch.optim.Adam.step(plain)
+    reference = f"Adam: MemberAdam.step, {list(found)[-1]}"
+
+    def block(name, step, number):
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        return (time.perf_counter() - started) / args.steps * 1e3
+
+    return rows(alternate(ways, args.blocks, block), dict.fromkeys(ways, reference))
+
+
+def time_lightning_epochs(args, members, found) -> list[tuple[str, float, str]]:
+    """Median seconds per training epoch through Lightning's Trainer, as ``train_fused`` fits,
+    against the baseline's."""
+    import lightning as L
+
+    datamodule = SignMNISTDataModule(limit_rows=args.limit_rows, batches_per_step=BATCHES_PER_STEP)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    ways = {f"Lightning epoch, {code}": namespace.build_fused(members, datamodule.train_images) for code, namespace in found.items()}
+
+    def block(name, model, number):
+        timer = EpochTimer()
+        trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, callbacks=[timer], enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+        trainer.fit(model, datamodule)
+        return timer.train_seconds[0]
+
+    return rows(alternate(ways, args.epochs, block), dict.fromkeys(ways, f"Lightning epoch, {list(found)[-1]}"))
+
+
+def rows(medians: dict[str, float], references: dict[str, str]) -> list[tuple[str, float, str]]:
+    return [(name, value, references[name]) for name, value in medians.items()]
 
 
 def time_epochs(args, datamodule, members) -> list[tuple[float, float]]:
     """(gradient seconds, Adam seconds) of each of ``args.per_epoch`` training epochs."""
-    model = build_fused(sorted(members, key=lambda member: member.lr), datamodule.train_images)
+    model = build_fused(members, datamodule.train_images)
     optimizer = MemberAdam.for_model(model)
     epochs = []
     for _ in range(args.per_epoch):
@@ -129,19 +181,35 @@ def time_epochs(args, datamodule, members) -> list[tuple[float, float]]:
     return epochs
 
 
+def print_table(groups: list[tuple[str, list[tuple[str, float, str]]]]) -> None:
+    print("| piece | median | ratio | ratio to |")
+    print("|---|---|---|---|")
+    for unit, group in groups:
+        values = {name: value for name, value, _ in group}
+        for name, value, reference in group:
+            print(f"| {name} | {value:.3f} {unit} | {value / values[reference]:.3f}x | {reference} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5, help="seeds per setting (default 5: 30 members)")
     parser.add_argument("--steps", type=int, default=50, help="steps per timed block (default 50)")
     parser.add_argument("--blocks", type=int, default=6, help="timed blocks per way, after one warm-up block (default 6)")
+    parser.add_argument("--epochs", type=int, default=6, help="timed Lightning epochs per code, after one warm-up (default 6; 0: none)")
     parser.add_argument("--limit-rows", type=int, default=None, help="first N rows of each CSV only (default all)")
+    parser.add_argument("--baseline-rev", metavar="REV", help="also time lightning_modules/fused.py as it was at this git revision")
     parser.add_argument("--per-epoch", type=int, default=0, metavar="N",
                         help="instead: N whole training epochs, gradient and Adam seconds per epoch")
     args = parser.parse_args()
-    if args.seeds < 1 or args.steps < 1 or args.blocks < 1 or args.per_epoch < 0:
-        parser.error("--seeds, --steps and --blocks must be at least 1, --per-epoch at least 0")
-    members = member_specs(ACTS, LRS, range(22, 22 + args.seeds))  # the sweep's order: activation, learning rate, seed
-    with flush_denormals(True):
+    if args.seeds < 1 or args.steps < 1 or args.blocks < 1 or args.epochs < 0 or args.per_epoch < 0:
+        parser.error("--seeds, --steps and --blocks must be at least 1, --epochs and --per-epoch at least 0")
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-Trainer device banner
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+    # The sweep's members, sorted by learning rate as the sweep stores them (one Adam call per rate);
+    # as dicts, which every revision's FusedMLPs takes.
+    members = [asdict(member) for member in sorted(member_specs(ACTS, LRS, range(22, 22 + args.seeds)), key=lambda member: member.lr)]
+    with flush_denormals(True), tempfile.TemporaryDirectory() as folder:
         datamodule = SignMNISTDataModule(limit_rows=args.limit_rows)
         datamodule.prepare_data()
         datamodule.setup("fit")
@@ -155,17 +223,13 @@ def main() -> None:
                 print(f"\ngradients {min(g for g, _ in epochs):.2f}-{max(g for g, _ in epochs):.2f} s, "
                       f"Adam {min(a for _, a in epochs):.2f}-{max(a for _, a in epochs):.2f} s, Pearson's r {r:.2f}")
             return
-        steps = time_training_steps(args, datamodule, members)
-        adam = time_adam_calls(args, members)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(members)} members, "
-          f"median of {args.blocks} blocks of {args.steps} steps\n")
-    print("| piece | ms per step | ratio |")
-    print("|---|---|---|")
-    for group in (steps, adam):
-        baseline = next(iter(group.values()))
-        for name, ms in group.items():
-            label = f"training step, gradients by {'explicit_train' if name == 'explicit' else name}" if group is steps else f"Adam: {name}"
-            print(f"| {label} | {ms:.2f} | {ms / baseline:.2f}x |")
+        found = codes(args, Path(folder))
+        groups = [("ms", time_training_steps(args, datamodule, members, found)), ("ms", time_adam_steps(args, members, found))]
+        if args.epochs:
+            groups.append(("s", time_lightning_epochs(args, members, found)))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(members)} members, median of {args.blocks} blocks "
+          f"of {args.steps} steps{f' and of {args.epochs} epochs' if args.epochs else ''}\n")
+    print_table(groups)
 
 
 if __name__ == "__main__":

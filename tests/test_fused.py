@@ -209,7 +209,7 @@ def test_optimizer_state_round_trips(data):
     resumed.load_state_dict(first.state_dict())
     resumed_optimizer = MemberAdam.for_model(resumed)
     resumed_optimizer.load_state_dict(first_optimizer.state_dict())
-    assert [g["lr"] for g in resumed_optimizer.param_groups] == [spec.lr for spec in MEMBERS]
+    assert [g["lr"] for g in resumed_optimizer.param_groups] == [1e-3, 1e-4, 3e-3]  # one group per learning rate
     run(resumed, resumed_optimizer, batches[3:])
     for key, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
@@ -285,17 +285,47 @@ def test_explicit_gradients_are_autograds(data, hidden):
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
 
 
-def test_optimizer_refuses_members_at_different_steps(data):
+def test_optimizer_groups_are_learning_rates_over_slices_of_the_stacked_parameters(data):
     images, x, y = data
-    fused = build_fused(MEMBERS[:2], images)
+    members = [MemberSpec("relu", 1e-3, 1), MemberSpec("linear", 1e-4, 2), MemberSpec("linear", 1e-3, 3), MemberSpec("relu", 1e-3, 4)]
+    fused = build_fused(members, images)
     optimizer = MemberAdam.for_model(fused)
+    assert [group["lr"] for group in optimizer.param_groups] == [1e-3, 1e-4]
+    stacked = fused.stacked_parameters()
+    # Rate 1e-3 in two runs (members 0 and 2-3): a slice of every stacked parameter for each run.
+    runs = {1e-3: [(0, 1), (2, 4)], 1e-4: [(1, 2)]}
     optimizer.step(closure=fused.train_closure(x[:8], y[:8]))
-    state = optimizer.state_dict()
-    state["state"][0]["step"] = state["state"][0]["step"] + 1  # member 0's first tensor, one step ahead
-    resumed = MemberAdam.for_model(fused)
-    resumed.load_state_dict(state)
-    with pytest.raises(ValueError, match="same number of steps"):
-        resumed.step(closure=fused.train_closure(x[:8], y[:8]))
+    for group in optimizer.param_groups:
+        cuts = [(param, shape, first, stop) for first, stop in runs[group["lr"]] for param, shape in stacked]
+        assert len(group["params"]) == len(cuts)
+        for view, (param, shape, first, stop) in zip(group["params"], cuts, strict=True):
+            part = param.detach().view(len(members), *shape)[first:stop]
+            assert view.data_ptr() == part.data_ptr() and view.shape == part.shape  # the parameter itself, no copy
+            assert torch.equal(view.grad, param.grad.view(len(members), *shape)[first:stop])
+            assert optimizer.state[view]["step"].item() == 1
+    optimizer.zero_grad()
+    assert all(param.grad is None for param, _ in stacked)
+    assert all(view.grad is None for group in optimizer.param_groups for view in group["params"])
+
+
+def test_optimizer_refuses_a_state_for_another_layout(data):
+    images, x, y = data
+
+    def trained_state(members):
+        fused = build_fused(members, images)
+        optimizer = MemberAdam.for_model(fused)
+        optimizer.step(closure=fused.train_closure(x[:8], y[:8]))
+        return optimizer.state_dict()
+
+    # Two learning rates in both, but one member sits elsewhere: the moments' shapes differ.
+    saved = trained_state([MemberSpec("relu", 1e-3, 1), MemberSpec("relu", 1e-3, 2), MemberSpec("relu", 1e-4, 3)])
+    other = MemberAdam.for_model(build_fused([MemberSpec("relu", 1e-3, 1), MemberSpec("relu", 1e-4, 2), MemberSpec("relu", 1e-4, 3)]))
+    with pytest.raises(ValueError, match="laid out otherwise"):
+        other.load_state_dict(saved)
+    assert not other.state  # refused before loading anything
+    fewer = MemberAdam.for_model(build_fused([MemberSpec("relu", 1e-3, 1)]))
+    with pytest.raises(ValueError):  # torch.optim's own check: another number of groups
+        fewer.load_state_dict(saved)
 
 
 def test_members_of_one_learning_rate_apart_train_as_alone(data):
@@ -318,7 +348,7 @@ def test_training_matches_solo_models_on_cuda(data, cuda_graphs):
     # error (a 0.1% learning-rate change) for a check; the step-by-step float32 check is the CPU's.
     images, x, y = data
     fused = _train_through_closures(MEMBERS, images, x, y, dtype=torch.float64, device="cuda", cuda_graphs=cuda_graphs)
-    assert (fused._graph is not None) == cuda_graphs  # recorded, and kept across the short last batch
+    assert (fused.cuda_graph is not None) == cuda_graphs  # recorded, and kept across the short last batch
     _, solos, _, _ = _train_both(MEMBERS, images, x, y, dtype=torch.float64, device="cuda")
     for index, solo in enumerate(solos):
         assert _member_matches(fused, solo, index, {"rtol": 1e-12, "atol": 1e-12}), MEMBERS[index]
@@ -372,7 +402,44 @@ def test_fit_through_lightning_reports_each_member_as_train_mlp_does(synthetic_d
     for member in members:
         for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
             assert sum(1 for row in logged if row.get(f"{member.name}/{key}")) == 2, (member.name, key)
+    # At train_mlp's steps (counting batches, not Lightning's steps of several), with the epoch:
+    # Lightning logs a fit's epoch-end metrics one step before the batches so far, the test after them.
+    batches = math.ceil(solo["rows"]["train"] / 32)
+    for key in ("train/acc", "val/acc"):
+        ends = [(int(row["step"]), int(float(row["epoch"]))) for row in logged if row.get(f"{members[0].name}/{key}")]
+        assert ends == [(batches * epoch - 1, epoch - 1) for epoch in (1, 2)], key
+    assert [int(row["step"]) for row in logged if row.get(f"{members[0].name}/test/acc")] == [2 * batches]
     assert fused["model"].member_classifier(0).state_dict().keys() == MLPClassifier().state_dict().keys()
+
+
+def test_the_training_path_is_chosen_once_at_fit_start(synthetic_data_dir, monkeypatch):
+    chosen = []
+    select = FusedMLPs.select_training_path
+
+    def counted(self):
+        chosen.append(select(self))
+        return chosen[-1]
+
+    monkeypatch.setattr(FusedMLPs, "select_training_path", counted)
+    relu_linear = [MemberSpec("relu", 1e-3, 1), MemberSpec("linear", 1e-3, 2)]
+    with_tanh = [MemberSpec("tanh", 1e-3, 1), MemberSpec("relu", 1e-3, 2)]
+    for members, explicit in ((relu_linear, True), (relu_linear, False), (with_tanh, True)):
+        run = train_fused(members, data_dir=synthetic_data_dir, epochs=2, accelerator="cpu", test=False, explicit_gradients=explicit)
+        assert run["optimizer_steps"] > 2 * len(run["datamodule"].train_dataloader())  # several batches per Lightning step
+    assert chosen == ["explicit", "autograd", "autograd"]  # once per fit, not per step
+
+
+def test_mixed_precision_is_refused(synthetic_data_dir):
+    import lightning as L
+
+    from datamodules import SignMNISTDataModule
+
+    datamodule = SignMNISTDataModule(synthetic_data_dir)
+    datamodule.setup("fit")
+    trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(ValueError, match="mixed precision"):
+        trainer.fit(build_fused(MEMBERS[:2], datamodule.train_images), datamodule)
 
 
 def test_epoch_metrics_weight_batches_by_size():
