@@ -174,6 +174,42 @@ def test_a_torch_t_sne_on_the_cpu_beyond_its_size_says_so(monkeypatch, notes):
     assert len(said) == 1 and "all 60^2 pairs" in said[0] and "--backend sklearn" in said[0]
 
 
+def fresh_interpreter(code: str, cwd) -> str:
+    """Run ``code`` in a fresh interpreter whose first lines switch SciPy's Array API support on
+    (scikit-learn's Array API needs it before SciPy loads); its last line of output."""
+    env = {name: value for name, value in os.environ.items() if name != "SCIPY_ARRAY_API"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "1")
+    code = "from reduction.backend import enable_scipy_array_api\nenable_scipy_array_api()\n" + textwrap.dedent(code)
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_pca_and_the_mixture_on_the_torch_backend_are_scikit_learns_on_torch_tensors(tmp_path):
+    """On the torch backend's device (the CPU here) PCA and the Gaussian mixture are fitted on torch
+    tensors with scikit-learn's Array API dispatch, and give what scikit-learn gives on NumPy."""
+    assert fresh_interpreter("""
+        import numpy as np, torch
+        from reduction.estimators import PCA, GaussianMixture
+        X = np.random.default_rng(0).normal(size=(200, 12)) * np.linspace(1, 5, 12)
+        device, numpy = PCA(0.9, backend="torch").fit(X), PCA(0.9, backend="sklearn").fit(X)
+        assert device.place_ == "sklearn-cpu" and isinstance(device.estimator_.components_, torch.Tensor)
+        assert numpy.place_ == "sklearn" and isinstance(numpy.estimator_.components_, np.ndarray)
+        assert device.n_components_ == numpy.n_components_
+        np.testing.assert_allclose(device.cumulative_variance_, numpy.cumulative_variance_, rtol=1e-4)
+        Z = device.transform(X)
+        assert type(Z) is np.ndarray and Z.dtype == np.float32
+        np.testing.assert_allclose(np.abs(Z), np.abs(numpy.transform(X)), atol=1e-3)
+        np.testing.assert_allclose(device.inverse_transform(Z), numpy.inverse_transform(numpy.transform(X)), atol=1e-3)
+        mixture = GaussianMixture(3, random_state=0, backend="torch").fit(X)
+        assert mixture.place_ == "sklearn-cpu" and isinstance(mixture.estimator_.means_, torch.Tensor)
+        reference = GaussianMixture(3, random_state=0, backend="sklearn").fit(X)
+        assert np.isclose(mixture.lower_bound_, reference.lower_bound_, rtol=1e-9)
+        print("ok")
+    """, tmp_path) == "ok"
+
+
 # ---- the scripts and the whole study on the torch backend, on the CPU -----------------------
 
 # Each entry point run as `python scripts/X.py ARGS` runs it, one after another in one fresh
@@ -281,21 +317,17 @@ def test_the_whole_study_runs_on_the_torch_backend(torch_runs):
 @requires_cuda
 def test_the_torch_places_run_on_cuda(tmp_path):
     """auto (without cuML) or torch: t-SNE, MDS, PCA and the mixture on the CUDA device."""
-    code = textwrap.dedent("""
-        from reduction.backend import enable_scipy_array_api
-        enable_scipy_array_api()
+    code = """
         import numpy as np
         from reduction.backend import select_backend
         from reduction.estimators import MDS, PCA, TSNE, GaussianMixture
+        from reduction.backend import cuml_status
         assert select_backend("torch").device == "cuda"
+        assert cuml_status().usable or select_backend("auto") == select_backend("torch")
         X = np.random.default_rng(0).normal(size=(300, 20))
         fits = [TSNE(perplexity=10.0, max_iter=300, random_state=0, backend="torch").fit(X),
                 MDS(n_init=2, max_iter=50, random_state=0, backend="torch").fit(X),
                 PCA(0.9, backend="torch").fit(X), GaussianMixture(3, random_state=0, backend="torch").fit(X)]
         print([fit.place_ for fit in fits])
-    """)
-    env = {name: value for name, value in os.environ.items() if name != "SCIPY_ARRAY_API"}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == "['torch-cuda', 'torch-cuda', 'sklearn-cuda', 'sklearn-cuda']"
+    """
+    assert fresh_interpreter(code, tmp_path) == "['torch-cuda', 'torch-cuda', 'sklearn-cuda', 'sklearn-cuda']"
