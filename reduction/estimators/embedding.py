@@ -66,8 +66,8 @@ REFERENCE_MDS = {
 }
 # How the inits' random starts are drawn, by MDS's n_jobs (None, or a number of workers).
 MDS_INIT_DRAWS = {
-    "serial": "the inits one after another, each start drawn in turn from one random_state stream (n_jobs=None)",
-    "seeded": "one seed per init drawn first from random_state, the inits run in parallel (n_jobs set)",
+    "serial": "each init's start drawn in turn from one random_state stream (n_jobs=None)",
+    "seeded": "one seed per init drawn first from random_state, each init's start from its seed (n_jobs set)",
 }
 # eps for SMACOF's relative stopping test (scikit-learn >= 1.7, and the torch SMACOF).
 RELATIVE_TEST_EPS = 1e-6
