@@ -35,6 +35,8 @@ BROKEN_CUML = CumlStatus(False, True, "cuML imports, but CuPy sees no CUDA devic
 CUML = CumlStatus(True, True, "cuML and 1 CUDA device(s) usable through CuPy")
 TORCH_CUDA = TorchStatus(True, "cuda", "torch can use 1 CUDA device(s)")
 TORCH_CPU = TorchStatus(True, "cpu", "torch sees no CUDA device")
+# The CPU's MDS, as the table says (its "torch-cpu" entry is the one line that chooses).
+CPU_MDS = "torch-cpu" if "torch-cpu" in backend.IMPLEMENTATIONS["mds"] else "sklearn"
 
 
 @pytest.fixture
@@ -86,14 +88,14 @@ def test_auto_picks_cuml_where_cuml_can_run_and_torch_takes_what_cuml_lacks(mach
     }
     machine(CUML, TORCH_CPU)  # a CPU-only torch beside cuML: what cuML lacks runs on the CPU
     assert places(select_backend("auto"))["gaussian_mixture"] == "sklearn"
-    assert places(select_backend("auto"))["mds"] == "torch-cpu"
+    assert places(select_backend("auto"))["mds"] == CPU_MDS
 
 
 def test_auto_picks_scikit_learn_without_cuml_or_a_cuda_device(machine):
     machine(NO_CUML, TORCH_CPU)
     chosen = select_backend("auto")
     assert chosen == Backend("sklearn") and not chosen.uses_gpu
-    assert places(chosen) == {algorithm: "sklearn" for algorithm in ALGORITHMS} | {"mds": "torch-cpu"}
+    assert places(chosen) == {algorithm: "sklearn" for algorithm in ALGORITHMS} | {"mds": CPU_MDS}
 
 
 def test_the_torch_backend_on_a_cpu_runs_the_torch_places_there(machine):
@@ -110,8 +112,11 @@ def test_the_torch_backend_on_a_cpu_runs_the_torch_places_there(machine):
 
 
 def test_the_cpu_mds_place_is_one_line_of_the_table(machine, monkeypatch):
-    """Without the table's "torch-cpu" entry for MDS, the CPU's MDS is scikit-learn's."""
+    """With the table's "torch-cpu" entry for MDS, the CPU's MDS is the torch SMACOF; without it,
+    scikit-learn's."""
     machine(NO_CUML, TORCH_CPU)
+    row = {**backend.IMPLEMENTATIONS["mds"], "torch-cpu": backend.IMPLEMENTATIONS["mds"]["torch-device"]}
+    monkeypatch.setitem(backend.IMPLEMENTATIONS, "mds", row)
     assert places(select_backend("sklearn"))["mds"] == "torch-cpu"
     row = {place: name for place, name in backend.IMPLEMENTATIONS["mds"].items() if place != "torch-cpu"}
     monkeypatch.setitem(backend.IMPLEMENTATIONS, "mds", row)
