@@ -14,8 +14,9 @@ Steps, on the real data's 80/20 split (21,964 training rows):
   silhouette   silhouette scores of that sweep's labelings
   gmm25        one Gaussian mixture, k=25, n_init 10, same sample
 
-cuML runs where ``--backends`` includes it and cuML with a CUDA device is present; each row
-says where the step actually ran (cuML lacks some algorithms, see reduction/backend.py).
+cuML runs where ``--backends`` includes it and cuML with a CUDA device is present; torch by
+default where torch can use a CUDA device, and on the CPU when ``--backends`` names it. Each row
+says where the step actually ran (a backend lacks some algorithms, see reduction/backend.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import os
 import statistics
 import time
 
-from reduction.backend import cuml_status, enable_scipy_array_api
+from reduction.backend import cuml_status, enable_scipy_array_api, torch_status
 
 enable_scipy_array_api()  # before SciPy loads: the mixture's GPU path needs it
 
@@ -125,15 +126,19 @@ class Study:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
-    parser.add_argument("--backends", nargs="+", choices=("sklearn", "cuml"), default=["sklearn", "cuml"])
+    parser.add_argument("--backends", nargs="+", choices=("sklearn", "cuml", "torch"), default=None,
+                        help="default: sklearn, cuml where it can run, torch where torch can use a CUDA device")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per step (median reported; default 1)")
     args = parser.parse_args()
 
-    status = cuml_status()
-    usable, reason = status.usable, status.reason
-    backends = [b for b in args.backends if b == "sklearn" or usable]
-    if "cuml" in args.backends and not usable:
-        print(f"cuml skipped: {reason}")
+    cuml, torch = cuml_status(), torch_status()
+    asked = args.backends or ["sklearn", "cuml", "torch"]
+    why_not = {"sklearn": None, "cuml": None if cuml.usable else cuml.reason,
+               "torch": None if torch.usable and (torch.accelerated or args.backends) else torch.reason}
+    backends = [b for b in asked if why_not[b] is None]
+    for backend in asked:
+        if why_not[backend] is not None:
+            print(f"{backend} skipped: {why_not[backend]}")
     print(f"{os.cpu_count()} CPU cores; steps: {' '.join(args.steps)}; backends: {' '.join(backends)}", flush=True)
 
     rows = []

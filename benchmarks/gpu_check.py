@@ -9,9 +9,14 @@ per setting (``run_sweep``) and fused (``train_fused``), with the fused members'
 checked against the sequential runs; scikit-learn's Array API path on torch tensors of the device
 for the unsupervised part's PCA (95% of the variance, exact solver as ``reduction.PCA``) and
 Gaussian mixture (``reduction.GaussianMixture.fit_array_api``, k=25), each beside the
-same step with NumPy on the CPU. With ``--full-sweeps``, last: the fused sweep's whole run
+same step with NumPy on the CPU. With ``--full-sweeps``: the fused sweep's whole run
 (``--full-epochs``, default 100) for the 6 settings and for 6 settings x 5 seeds, the issue's GPU
-targets. A step that fails gives a row saying why; the others still run.
+targets. With ``--study``, last: the whole study (``scripts/study.py --backend torch``, the
+reference's settings; ``--quick``: its quick profile) into a fresh folder, timed, and each part's
+steps with their seconds and places (the report's step table). A step that fails gives a row
+saying why; the others still run.
+
+    python benchmarks/gpu_check.py --only study --budget 540   # only the whole study, on the device
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from reduction.backend import enable_scipy_array_api
 enable_scipy_array_api()  # before SciPy's first import: scikit-learn's Array API dispatch needs it
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -36,7 +44,9 @@ import torch  # noqa: E402
 LRS = [1e-3, 1e-5, 1e-9]
 ACTS = ["relu", "linear"]
 
-CHECKS = ["mlp", "sweeps", "reduction", "full-sweeps"]  # groups of rows, in the order they run
+CHECKS = ["mlp", "sweeps", "reduction", "full-sweeps", "study"]  # groups of rows, in the order they run
+OPTIONAL = {"full-sweeps": "full_sweeps", "study": "study"}  # groups that run only when their flag asks
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 rows: list[tuple[str, str, str, str]] = []
 deadline = float("inf")  # perf_counter time after which remaining checks are skipped (--budget)
 
@@ -192,13 +202,6 @@ def full_sweeps(args, accelerator: str, where: str) -> None:
 # --- scikit-learn's Array API path ---------------------------------------------------------------
 
 
-def _clustering_module():
-    """The module with the mixture's Array API helpers."""
-    import reduction.estimators.clustering
-
-    return reduction.estimators.clustering
-
-
 def reduction_steps(args, device: str, where: str) -> None:
     import sklearn
     from sklearn.decomposition import PCA as SkPCA
@@ -206,7 +209,9 @@ def reduction_steps(args, device: str, where: str) -> None:
     from datamodules import REDUCTION_VAL_FRACTION, load_splits, reference_sample
     from reduction import GaussianMixture
 
-    problem = _clustering_module().array_api_problem()
+    from reduction.backend import array_api_problem
+
+    problem = array_api_problem()
     if problem is not None:
         row("scikit-learn Array API", where, None, f"skipped: {problem}")
         return
@@ -270,6 +275,59 @@ def reduction_steps(args, device: str, where: str) -> None:
     gmm_cpu()
 
 
+# --- the whole study ------------------------------------------------------------------------------
+
+
+def whole_study(args, where: str) -> None:
+    """``scripts/study.py --backend BACKEND`` into a fresh folder, timed; then every step of every
+    part with its seconds and place, read from the parts' results.json (the report's step table)."""
+    out = args.study_out or tempfile.mkdtemp(prefix="gpu-check-study-")
+    if os.path.exists(out) and os.listdir(out):
+        row("whole study", where, None, f"skipped: {out} is not empty (the study must start from nothing)")
+        return
+    command = [sys.executable, os.path.join(REPO_ROOT, "scripts", "study.py"), "--backend", args.study_backend, "--out", out]
+    if args.quick:
+        command.append("--quick")
+    log = f"{os.path.abspath(out).rstrip(os.sep)}.log"  # beside the folder, which the study claims
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    left = deadline - time.perf_counter()
+    if left < 10:
+        row("whole study", where, None, "skipped: time budget spent")
+        return
+    print(f"[study] {' '.join(command[1:])} (at most {left:.0f} s; log: {log})", flush=True)
+    started = time.perf_counter()
+    with open(log, "w") as output:
+        try:
+            code = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, timeout=left).returncode
+        except subprocess.TimeoutExpired:
+            code = "timed out"
+    seconds = time.perf_counter() - started
+    parts = {}
+    for name in ("mlp", "pca_forest", "embed", "cluster"):
+        path = os.path.join(out, name, "results.json")
+        if os.path.isfile(path):
+            with open(path) as file:
+                parts[name] = json.load(file)
+    totals = ", ".join(f"{name} {part['steps']['total']['seconds']:.1f} s" for name, part in parts.items())
+    if code != 0:
+        with open(log) as file:
+            print("".join(file.readlines()[-30:]), flush=True)
+        row(f"whole study, --backend {args.study_backend}" + (" --quick" if args.quick else ""), where, None,
+            f"failed: exit {code} after {seconds:.0f} s; finished parts: {totals or 'none'}; log {log}")
+    else:
+        row(f"whole study, --backend {args.study_backend}" + (" --quick" if args.quick else ""), where, seconds,
+            f"wall, 4 parts: {totals}; results and report in {out}")
+    for name, part in parts.items():
+        backend = part.get("backend", {})
+        device = f" on {backend['device']}" if backend.get("device") else ""
+        study_steps.append((name, "(backend)", "", f"{backend.get('selected')}{device} (asked: {backend.get('requested')})"))
+        for step, entry in part.get("steps", {}).items():
+            study_steps.append((name, step, f"{entry['seconds']:.2f}", entry.get("place") or ""))
+
+
+study_steps: list[tuple[str, str, str, str]] = []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="torch device to check (default cuda)")
@@ -280,6 +338,9 @@ def main() -> None:
     parser.add_argument("--no-sequential", action="store_true", help="skip the one-run-per-setting sweep")
     parser.add_argument("--full-sweeps", action="store_true", help="also the fused sweep's whole run, 6 and 30 members (minutes)")
     parser.add_argument("--full-epochs", type=int, default=100, help="epochs of --full-sweeps (default 100)")
+    parser.add_argument("--study", action="store_true", help="also the whole study, last (minutes; --quick: its quick profile)")
+    parser.add_argument("--study-backend", default="torch", help="--backend of the whole study (default torch)")
+    parser.add_argument("--study-out", default=None, help="the study's output folder, new or empty (default: a fresh temporary one)")
     parser.add_argument("--only", nargs="+", choices=CHECKS, default=None, help="run only these groups of checks")
     parser.add_argument("--quick", action="store_true", help="small sizes: a check that the code paths run")
     parser.add_argument("--data-dir", default=None, help="Kaggle CSVs (default: the shipped data/)")
@@ -307,7 +368,7 @@ def main() -> None:
     global deadline
     started = time.perf_counter()
     deadline = started + args.budget
-    checks = args.only or [check for check in CHECKS if check != "full-sweeps" or args.full_sweeps]
+    checks = args.only or [check for check in CHECKS if check not in OPTIONAL or getattr(args, OPTIONAL[check])]
     if "mlp" in checks:
         mlp_epochs(args, accelerator, where)
     if "sweeps" in checks:
@@ -316,11 +377,18 @@ def main() -> None:
         reduction_steps(args, args.device, where)
     if "full-sweeps" in checks:
         full_sweeps(args, accelerator, where)
+    if "study" in checks:
+        guarded("whole study", where)(whole_study)(args, where)
 
     print(f"\n| check | ran on | seconds | detail |")
     print("|---|---|---|---|")
     for check, place, seconds, detail in rows:
         print(f"| {check} | {place} | {seconds} | {detail} |")
+    if study_steps:
+        print("\n| part | step | seconds | place |")
+        print("|---|---|---|---|")
+        for part, step, seconds, place in study_steps:
+            print(f"| {part} | {step} | {seconds} | {place} |")
     print(f"\ntimings: {time.perf_counter() - started:.0f} s")
 
 

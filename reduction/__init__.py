@@ -1,6 +1,7 @@
 """The unsupervised half of the study: PCA, random forests, 2-D maps, clustering.
 
-* :mod:`reduction.backend`: where each algorithm runs (cuML on a GPU, scikit-learn on the CPU).
+* :mod:`reduction.backend`: where each algorithm runs (cuML or torch on a GPU, scikit-learn or torch on the CPU).
+* :mod:`reduction.torch_places`: the torch SMACOF and t-SNE through TorchDR, for any torch device.
 * :mod:`reduction.estimators`: the seven estimators, as scikit-learn estimators on either backend.
 * :mod:`reduction.forest_grid`: the resumable random-forest grid search.
 * :mod:`reduction.cluster_sweeps`: K-Means and Gaussian-mixture sweeps over k, k rules, purity.

@@ -1,24 +1,26 @@
-"""Where each algorithm runs: RAPIDS cuML on an NVIDIA GPU, scikit-learn on the CPU.
+"""Where each algorithm runs: RAPIDS cuML or torch on a GPU, scikit-learn (or torch) on the CPU.
 
-This is the one place that decides. :func:`cuml_status` answers "can cuML run here?" (cuML
-imports and CuPy can use a CUDA device); ``select_backend("auto" | "sklearn" | "cuml")`` picks a
-backend from it; ``implementation(algorithm, backend)`` returns the class or function to call and
-the place it actually runs, following the table ``IMPLEMENTATIONS``. Where cuML and scikit-learn
+This is the one place that decides. Two functions answer the questions asked of the machine,
+once per process: :func:`cuml_status` ("can cuML run here?": cuML imports and CuPy can use a
+CUDA device) and :func:`torch_status` ("which device can torch use?"). ``select_backend("auto" |
+"sklearn" | "cuml" | "torch")`` picks a backend from them, and ``implementation(algorithm,
+backend)`` returns the class or function to call and the place it runs, following the table
+``IMPLEMENTATIONS`` and each backend's order of places ``PLACES``. Where cuML and scikit-learn
 spell a parameter differently, the estimators read what the class accepts from the class itself
-(:func:`parameter_names`), not from a table of versions. cuML 26.x lacks some of the
-study's algorithms (GaussianMixture, LLE, MDS); for those the GPU backend falls back along the
-row of the table (scikit-learn's Array API dispatch on torch CUDA tensors where scikit-learn
-supports it, else scikit-learn on the CPU) and says so once. That Array API path needs SciPy's
-own Array API support switched on before SciPy is first imported: :func:`enable_scipy_array_api`,
-the one place that does it (scripts/cluster.py calls it before its other imports).
+(:func:`parameter_names`), not from a table of versions.
 
-Importing this module imports neither scikit-learn nor SciPy (``reduction/__init__`` loads its
-names lazily), so it can be imported first.
+scikit-learn's Array API dispatch (PCA and the Gaussian mixture on torch tensors) needs SciPy's
+own Array API support switched on before SciPy is first imported: :func:`enable_scipy_array_api`,
+the one place that does it (the scripts that can run it call it before their other imports).
+
+Importing this module imports neither scikit-learn, SciPy nor torch (``reduction/__init__``
+loads its names lazily), so it can be imported first.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import os
 import sys
@@ -27,33 +29,67 @@ from functools import lru_cache
 
 from labkit.progress import note_once as announce  # fallbacks are told once per process
 
-BACKEND_CHOICES = ("auto", "sklearn", "cuml")
+BACKEND_CHOICES = ("auto", "sklearn", "cuml", "torch")
 
-# Where each algorithm runs, in order of preference, per backend:
+# Where each algorithm can run, and what runs there. The places:
 #   "cuml"            RAPIDS cuML on the GPU
-#   "sklearn-cuda"    scikit-learn with Array API dispatch on torch CUDA tensors
+#   "torch-device"    this project's torch code (reduction/torch_places) on the backend's torch device
+#   "sklearn-device"  scikit-learn with Array API dispatch on torch tensors on that device
+#   "torch-cpu"       this project's torch code on the CPU
 #   "sklearn"         scikit-learn on the CPU (NumPy)
+# A step records its place with the device named (place_name): "torch-cuda", "sklearn-cuda", or
+# "torch-cpu" and "sklearn-cpu" under --backend torch on a machine without a GPU.
 IMPLEMENTATIONS: dict[str, dict[str, str]] = {
-    "pca": {"cuml": "cuml.decomposition:PCA", "sklearn": "sklearn.decomposition:PCA"},
+    "pca": {
+        "cuml": "cuml.decomposition:PCA",
+        "sklearn-device": "sklearn.decomposition:PCA",
+        "sklearn": "sklearn.decomposition:PCA",
+    },
     "random_forest": {
         "cuml": "cuml.ensemble:RandomForestClassifier",
         "sklearn": "sklearn.ensemble:RandomForestClassifier",
     },
-    "tsne": {"cuml": "cuml.manifold:TSNE", "sklearn": "sklearn.manifold:TSNE"},
+    # No "torch-cpu": TorchDR computes all N^2 pairs, scikit-learn's Barnes-Hut is the CPU's t-SNE.
+    "tsne": {
+        "cuml": "cuml.manifold:TSNE",
+        "torch-device": "reduction.torch_places.tsne:TorchDRTSNE",
+        "sklearn": "sklearn.manifold:TSNE",
+    },
     "lle": {"sklearn": "sklearn.manifold:LocallyLinearEmbedding"},
-    "mds": {"sklearn": "sklearn.manifold:MDS"},
+    "mds": {
+        "torch-device": "reduction.torch_places.smacof:TorchSMACOF",
+        # The CPU's MDS: the batched torch SMACOF computes scikit-learn's (same starts, same map)
+        # and was faster on the CPU (benchmarks/bench_mds.py). Delete this line for scikit-learn's.
+        "torch-cpu": "reduction.torch_places.smacof:TorchSMACOF",
+        "sklearn": "sklearn.manifold:MDS",
+    },
     "kmeans": {"cuml": "cuml.cluster:KMeans", "sklearn": "sklearn.cluster:KMeans"},
     "silhouette": {
         "cuml": "cuml.metrics.cluster:silhouette_score",
         "sklearn": "sklearn.metrics:silhouette_score",
     },
     "gaussian_mixture": {
-        "sklearn-cuda": "sklearn.mixture:GaussianMixture",
+        "sklearn-device": "sklearn.mixture:GaussianMixture",
         "sklearn": "sklearn.mixture:GaussianMixture",
     },
 }
-# The places each backend may use, best first.
-PLACES = {"cuml": ("cuml", "sklearn-cuda", "sklearn"), "sklearn": ("sklearn",)}
+# The places each backend may use, best first: an algorithm runs at the first place of its
+# backend's list that its row has and that can run here. The device places need the backend's
+# torch device (cuml: a CUDA device torch can use; torch: that, else the CPU); "cuml" on the
+# torch backend needs cuML to be usable.
+PLACES = {
+    "cuml": ("cuml", "torch-device", "sklearn-device", "torch-cpu", "sklearn"),
+    "torch": ("torch-device", "sklearn-device", "cuml", "torch-cpu", "sklearn"),
+    "sklearn": ("torch-cpu", "sklearn"),
+}
+# How a place reads in a note.
+PLACE_WORDS = {
+    "cuml": "cuML on the GPU",
+    "torch-device": "torch on {device}",
+    "sklearn-device": "scikit-learn's Array API on {device}",
+    "torch-cpu": "torch on the CPU",
+    "sklearn": "scikit-learn on the CPU",
+}
 
 
 def enable_scipy_array_api() -> None:
@@ -73,11 +109,16 @@ class BackendError(RuntimeError):
 
 @dataclass(frozen=True)
 class Backend:
-    name: str  # "cuml" or "sklearn"
+    """A selected backend: its ``name`` ("cuml", "torch" or "sklearn") and ``device``, the torch
+    device its device places use ("cuda", "cpu" under --backend torch without a GPU; None where
+    it has none)."""
+
+    name: str
+    device: str | None = None
 
     @property
     def uses_gpu(self) -> bool:
-        return self.name == "cuml"
+        return self.name == "cuml" or self.device not in (None, "cpu")
 
 
 @dataclass(frozen=True)
@@ -126,23 +167,79 @@ def cuml_status() -> CumlStatus:
     return CumlStatus(True, True, f"cuML and {count} CUDA device(s) usable through CuPy")
 
 
-def select_backend(requested: str = "auto") -> Backend:
-    """``auto``: cuML when :func:`cuml_status` says it can run here, else scikit-learn.
+@dataclass(frozen=True)
+class TorchStatus:
+    """The answer to "which device can torch use?": ``usable`` (torch imports, and so do the
+    torch places), ``device`` ("cuda" where torch can use a CUDA device, else "cpu"; None when
+    not usable), and a one-line ``reason``."""
 
-    ``cuml`` where it cannot run is a :class:`BackendError` (one line saying why). ``auto`` on a
-    machine where cuML is installed but cannot run says so once (a note), then uses scikit-learn.
+    usable: bool
+    device: str | None
+    reason: str
+
+    @property
+    def accelerated(self) -> bool:
+        return self.device not in (None, "cpu")
+
+
+@lru_cache(maxsize=1)
+def torch_status() -> TorchStatus:
+    """Which device can torch use here? Asked once per process.
+
+    torch must import and TorchDR must be installed (the t-SNE place; it is imported when that
+    place first runs). A CUDA device counts when ``torch.cuda.is_available()`` and a value copied
+    to it and back works (a driver too old for torch's CUDA fails there). Everything runs inside
+    ``try``. This is the one function that answers the question (tests replace it to drive the
+    torch backend as if a GPU were present).
+    """
+    try:
+        import torch
+    except Exception as exc:
+        return TorchStatus(False, None, f"torch does not import ({_first_line(exc)})")
+    if importlib.util.find_spec("torchdr") is None:
+        return TorchStatus(False, None, "TorchDR (the torch places' t-SNE) is not installed")
+    try:
+        if not torch.cuda.is_available():
+            return TorchStatus(True, "cpu", "torch sees no CUDA device")
+        torch.ones(1, device="cuda").cpu()
+    except Exception as exc:
+        return TorchStatus(True, "cpu", f"torch cannot use the CUDA device ({_first_line(exc)})")
+    return TorchStatus(True, "cuda", f"torch can use {torch.cuda.device_count()} CUDA device(s)")
+
+
+def select_backend(requested: str = "auto") -> Backend:
+    """The backend for ``requested``; a :class:`BackendError` (one line saying why) where it cannot run.
+
+    ``auto``: cuML when :func:`cuml_status` says it can run here; else torch when
+    :func:`torch_status` finds a CUDA device; else scikit-learn. A cuML that is installed but
+    cannot run is told once (a note). ``torch`` runs on torch's CUDA device, or on the CPU where
+    there is none. The cuml backend also gets torch's CUDA device, for what cuML lacks.
     """
     if requested not in BACKEND_CHOICES:
         raise BackendError(f"unknown backend {requested!r}; choose one of {', '.join(BACKEND_CHOICES)}")
     if requested == "sklearn":
         return Backend("sklearn")
+    if requested == "torch":
+        torch = torch_status()
+        if not torch.usable:
+            raise BackendError(f"backend 'torch' was asked for, but {torch.reason}; reinstall the project "
+                               "(pip install -e .) or use --backend sklearn")
+        return Backend("torch", torch.device)
     status = cuml_status()
     if requested == "cuml" and not status.usable:
         raise BackendError(f"backend 'cuml' was asked for, but {status.reason}; install the 'gpu' (CUDA 12) or "
                            "'gpu-cu13' (CUDA 13) extra on an NVIDIA machine or use --backend sklearn")
-    if not status.usable and status.imports:
+    torch = torch_status()
+    device = torch.device if torch.accelerated else None
+    if status.usable:
+        return Backend("cuml", device)
+    if device is not None:
+        if status.imports:
+            announce(f"{status.reason}; using torch on {device}")
+        return Backend("torch", device)
+    if status.imports:
         announce(f"{status.reason}; using scikit-learn on the CPU")
-    return Backend("cuml" if status.usable else "sklearn")
+    return Backend("sklearn")
 
 
 def parameter_names(factory) -> frozenset[str]:
@@ -198,18 +295,87 @@ def cuml_version(prefer_imported: bool = True) -> str | None:
     return None if found is None else f"{found[1]} ({found[0]})"
 
 
-def implementation(algorithm: str, backend: Backend):
-    """(callable, place) for ``algorithm`` on ``backend``, falling back as the table says."""
+def _can_run(place: str, backend: Backend) -> bool:
+    if place.endswith("-device"):
+        return backend.device is not None
+    if place == "cuml":
+        return backend.name == "cuml" or cuml_status().usable
+    return True
+
+
+def where(algorithm: str, backend: Backend) -> str:
+    """The place ``algorithm`` runs on ``backend``, as the table says (nothing is imported), in
+    the table's words ("torch-device"); :func:`place_name` names the device."""
     row = IMPLEMENTATIONS[algorithm]
     for place in PLACES[backend.name]:
-        if place in row:
-            if backend.uses_gpu and place != "cuml":
-                where = ("on the CUDA device via scikit-learn's Array API where torch can use one"
-                         if place == "sklearn-cuda" else "on the CPU")
-                announce(f"cuML has no {algorithm}; it runs with scikit-learn {where}")
-            module, name = row[place].split(":")
-            return getattr(importlib.import_module(module), name), place
+        if place in row and _can_run(place, backend):
+            return place
     raise BackendError(f"no implementation of {algorithm} for backend {backend.name}")
+
+
+def place_name(place: str, backend: Backend) -> str:
+    """A place as steps record it: the device places with the device named ("torch-cuda")."""
+    return place.replace("-device", f"-{backend.device}") if place.endswith("-device") else place
+
+
+def place_device(place: str) -> str | None:
+    """The torch device of a recorded place ("torch-cuda" -> "cuda", "sklearn-cpu" -> "cpu");
+    None for a place that computes on NumPy or cuML arrays ("sklearn", "cuml")."""
+    library, _, device = place.partition("-")
+    return device if library in ("torch", "sklearn") and device else None
+
+
+def implementation(algorithm: str, backend: Backend):
+    """(callable, place) for ``algorithm`` on ``backend``, following the table; ``place`` as steps
+    record it (:func:`place_name`). When a GPU backend runs an algorithm elsewhere than its own
+    place, that is told once."""
+    place = where(algorithm, backend)
+    elsewhere = {"cuml": place != "cuml", "torch": not place.endswith("-device")}.get(backend.name, False)
+    if elsewhere:
+        owner = "cuML" if backend.name == "cuml" else "the torch backend"
+        announce(f"{owner} has no {algorithm}; it runs with {PLACE_WORDS[place].format(device=backend.device)}")
+    module, name = IMPLEMENTATIONS[algorithm][place].split(":")
+    return getattr(importlib.import_module(module), name), place_name(place, backend)
+
+
+def array_api_problem(device: str | None = None) -> str | None:
+    """Why scikit-learn's Array API dispatch cannot run here (on torch ``device``, when given),
+    or None when it can.
+
+    A CUDA ``device`` needs a torch that can use one: cuML being usable says nothing about
+    torch, which may be a CPU-only build on a GPU machine. SciPy must have been imported with
+    ``SCIPY_ARRAY_API=1`` (:func:`enable_scipy_array_api`).
+    """
+    if device is not None and str(device).startswith("cuda"):
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                return "torch cannot use a CUDA device (torch.cuda.is_available() is False)"
+        except Exception as exc:
+            return f"torch cannot be asked about CUDA ({_first_line(exc)})"
+    try:
+        import sklearn
+
+        with sklearn.config_context(array_api_dispatch=True):
+            pass
+    except (RuntimeError, ImportError) as exc:  # e.g. SCIPY_ARRAY_API unset when SciPy was imported
+        return str(exc).split(". ")[0]
+    if os.environ.get("SCIPY_ARRAY_API") != "1":
+        return "SCIPY_ARRAY_API=1 is not set"
+    return None
+
+
+def array_api_call(method, device: str, *args):
+    """``method(*args)`` under scikit-learn's Array API dispatch, NumPy arguments first moved to
+    torch tensors on ``device`` (their dtype kept)."""
+    import numpy as np
+    import sklearn
+    import torch
+
+    args = [torch.as_tensor(arg, device=device) if isinstance(arg, np.ndarray) else arg for arg in args]
+    with sklearn.config_context(array_api_dispatch=True):
+        return method(*args)
 
 
 def to_numpy(array):

@@ -227,9 +227,10 @@ def add_study_arguments(parser: argparse.ArgumentParser, name: str, quick_help: 
         "--backend",
         choices=BACKEND_CHOICES,
         default="auto",
-        help="where the algorithms run: cuml (RAPIDS cuML on an NVIDIA GPU), sklearn (CPU), or auto: "
-        "cuML when it imports and a CUDA device is present (default auto). Algorithms cuML lacks "
-        "fall back as reduction/backend.py says, with a note",
+        help="where the algorithms run: cuml (RAPIDS cuML on an NVIDIA GPU), torch (t-SNE, MDS, PCA and the "
+        "Gaussian mixture on torch's CUDA device, or on the CPU where there is none), sklearn (CPU), or auto: "
+        "cuML when it imports and a CUDA device is present, else torch when torch can use a CUDA device, else "
+        "sklearn (default auto). What a backend lacks runs elsewhere as reduction/backend.py says, with a note",
     )
     parser.add_argument("--quick", action="store_true", help=quick_help)
 

@@ -2,6 +2,7 @@
 
     python scripts/cluster.py --quick            # small sample and sweeps, under a minute on a CPU
     python scripts/cluster.py --backend cuml     # the reference's sweeps on an NVIDIA GPU
+    python scripts/cluster.py --backend torch    # the PCA and the mixtures on torch's CUDA device
 
 Writes results.json and PNG figures in --out.
 """
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 from reduction.backend import enable_scipy_array_api
 
-# The Gaussian mixture on the GPU needs SciPy's Array API support, which SciPy reads once, when
-# it is first imported: switched on before anything imports it (cli_kit's imports do).
+# The PCA and the Gaussian mixture on a torch device need SciPy's Array API support, which SciPy
+# reads once, when it is first imported: switched on before anything imports it (cli_kit's imports do).
 enable_scipy_array_api()
 
 import logging  # noqa: E402

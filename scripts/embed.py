@@ -8,14 +8,21 @@ trustworthiness, 2-D k-NN accuracy, the parameters used), and prints a summary t
 Examples:
   python scripts/embed.py --quick                    # about a minute on a 2-core CPU
   python scripts/embed.py --methods pca,tsne --backend cuml
+  python scripts/embed.py --backend torch            # t-SNE, MDS and PCA on torch's CUDA device
 """
 
 from __future__ import annotations
 
-import sys
+from reduction.backend import enable_scipy_array_api
 
-from cli_kit import ArgumentParser, FolderLock, add_study_arguments, heartbeat, run_script, write_json
-from reduction.choices import MAP_METHODS as METHODS
+# The PCA map on a torch device needs SciPy's Array API support, which SciPy reads once, when it
+# is first imported: switched on before anything imports it.
+enable_scipy_array_api()
+
+import sys  # noqa: E402
+
+from cli_kit import ArgumentParser, FolderLock, add_study_arguments, heartbeat, run_script, write_json  # noqa: E402
+from reduction.choices import MAP_METHODS as METHODS  # noqa: E402
 
 
 def method_list(text: str) -> list[str]:

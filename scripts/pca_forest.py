@@ -3,6 +3,7 @@ features, the best forests tested, and fit times with and without PCA.
 
     python scripts/pca_forest.py --quick            # small grids, a minute on a CPU
     python scripts/pca_forest.py --backend cuml     # the full grids on an NVIDIA GPU
+    python scripts/pca_forest.py --backend torch    # the PCA on torch's CUDA device, the forests on the CPU
 
 Writes results.json and PNG figures in --out. Finished grid depths are cached (--cache-dir), so
 an interrupted run started again resumes.
@@ -10,13 +11,19 @@ an interrupted run started again resumes.
 
 from __future__ import annotations
 
-import logging
-import sys
-from pathlib import Path
+from reduction.backend import enable_scipy_array_api
 
-from cli_kit import (ArgumentParser, FolderLock, UsageError, add_study_arguments, configure_logging, heartbeat, int_list,
-                     parsed_by, positive_int, run_script, write_json)
-from reduction.choices import grid_axis
+# The PCA on a torch device needs SciPy's Array API support, which SciPy reads once, when it is
+# first imported: switched on before anything imports it.
+enable_scipy_array_api()
+
+import logging  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from cli_kit import (ArgumentParser, FolderLock, UsageError, add_study_arguments, configure_logging, heartbeat,  # noqa: E402
+                     int_list, parsed_by, positive_int, run_script, write_json)
+from reduction.choices import grid_axis  # noqa: E402
 
 
 def parse_grid_axis(text: str) -> tuple[int, ...]:

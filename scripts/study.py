@@ -4,6 +4,7 @@ then a report beside the reference notebook's numbers.
     python scripts/study.py                  # the reference's settings (hours on a CPU)
     python scripts/study.py --quick          # small grids and samples, 3 MLP epochs: minutes
     python scripts/study.py --parts pca_forest,cluster --backend cuml
+    python scripts/study.py --backend torch  # t-SNE, MDS, PCA, the mixtures on torch's GPU (auto picks it without cuML)
 
 Each part writes OUT/<part>/ (results.json and figures, as the part's own script would; the
 MLP's TensorBoard runs in OUT/mlp/<run>/), then OUT/report.md and OUT/report.html. A part whose
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 from reduction.backend import enable_scipy_array_api
 
-# As scripts/cluster.py: the Gaussian mixture on the GPU needs SciPy's Array API support, which
-# SciPy reads once, when first imported.
+# As scripts/cluster.py: the PCA and the mixture on a torch device need SciPy's Array API
+# support, which SciPy reads once, when first imported.
 enable_scipy_array_api()
 
 from pathlib import Path  # noqa: E402

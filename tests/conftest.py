@@ -73,6 +73,32 @@ def cuml_standin(cuml_importable, monkeypatch):
     return cuml_importable
 
 
+def choose_cpu_mds_place(monkeypatch, place: str) -> None:
+    """Make ``place`` ("torch-cpu" or "sklearn") the CPU's MDS in the one table
+    (``reduction.backend.IMPLEMENTATIONS``), for this test only."""
+    import reduction.backend as backend
+
+    row = dict(backend.IMPLEMENTATIONS["mds"])
+    if place == "sklearn":
+        row.pop("torch-cpu", None)
+    else:
+        row["torch-cpu"] = row["torch-device"]
+    monkeypatch.setitem(backend.IMPLEMENTATIONS, "mds", row)
+
+
+@pytest.fixture(params=["torch-cpu", "sklearn"])
+def cpu_mds_place(request, monkeypatch) -> str:
+    """Each of the CPU's two MDS places in turn: the torch SMACOF and scikit-learn's."""
+    choose_cpu_mds_place(monkeypatch, request.param)
+    return request.param
+
+
+@pytest.fixture
+def sklearn_mds(monkeypatch) -> None:
+    """scikit-learn's MDS as the CPU's MDS (for tests of its own prints and parallel processes)."""
+    choose_cpu_mds_place(monkeypatch, "sklearn")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own data cache, so no test depends on another's leftovers."""

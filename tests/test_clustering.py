@@ -272,7 +272,7 @@ def _run_array_api_check(device: str, place: str) -> None:
 def test_mixture_array_api_path_matches_numpy_on_torch_cpu():
     """The GPU path (Array API dispatch, 'kmeans' starts reproduced) on torch CPU tensors gives
     scikit-learn's own result: same labels, lower bound, BIC/AIC and samples."""
-    _run_array_api_check("cpu", "sklearn")
+    _run_array_api_check("cpu", "sklearn-cpu")
 
 
 # ---- GPU ------------------------------------------------------------------------------------

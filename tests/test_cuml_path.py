@@ -36,7 +36,7 @@ from sklearn.model_selection import GridSearchCV
 from cli_kit import run_main
 from datamodules.synthetic import synthetic_arrays, write_synthetic_csvs
 from reduction import backend
-from reduction.backend import BackendError, CumlStatus, select_backend
+from reduction.backend import BackendError, CumlStatus, TorchStatus, select_backend
 from reduction.estimators import PCA, KMeans, RandomForest
 from reduction.estimators.forest import CUML_NO_DEPTH_LIMIT
 
@@ -249,7 +249,8 @@ def test_cuml_runs_where_cupy_sees_a_device_even_with_a_cpu_only_torch(cuml_impo
 def test_a_device_cupy_cannot_use_falls_back_with_one_note(cuml_importable, fresh_status, monkeypatch, warnings_log):
     import torch
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # torch sees a GPU...
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # torch sees a GPU, but cannot use it either
+    monkeypatch.setattr(backend, "torch_status", lambda: TorchStatus(True, "cpu", "torch cannot use the CUDA device"))
     reason = "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version"
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy(error=RuntimeError(reason + "\nmore detail")))  # ...CuPy cannot use
     assert select_backend("auto").name == "sklearn"
@@ -282,6 +283,7 @@ def test_a_cuml_that_does_not_import_is_no_cuml(tmp_path, fresh_status, monkeypa
     for name in [name for name in sys.modules if name == "cuml" or name.startswith("cuml.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(backend, "torch_status", lambda: TorchStatus(True, "cpu", "torch sees no CUDA device"))
     status = fresh_status()
     assert not status.imports and not status.usable and "libcuml++.so" in status.reason
     assert select_backend("auto").name == "sklearn"
@@ -380,7 +382,7 @@ def assert_on_cuml(results: dict, study: str, at_least: set[str]) -> None:
     places = placed_steps(results)
     assert at_least <= set(places), places
     assert {name for name, place in places.items() if place != "cuml"} <= NOT_ON_CUML[study], places
-    assert results["backend"] == {"requested": "cuml", "selected": "cuml"}
+    assert results["backend"] == {"requested": "cuml", "selected": "cuml", "device": None}
     assert results["versions"]["cuml"] == "26.10.00+standin"
 
 

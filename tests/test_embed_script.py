@@ -75,7 +75,7 @@ def test_quick_run_writes_results_and_figures(embed, tiny_data_dir, tmp_path, ca
         assert entry["rows"] == 192
         assert results["steps"][f"{method}_fit"]["place"] == entry["place"]
         assert {key: results["figures"][f"{method}_{key}"] for key in ("scatter", "thumbnails")} == entry["figures"]
-        assert entry["place"] in ("cuml", "sklearn-cuda", "sklearn")
+        assert entry["place"] in ("cuml", "torch-cuda", "sklearn-cuda", "torch-cpu", "sklearn")
         assert entry["seconds"] >= 0
         assert 0.5 < entry["trustworthiness"] <= 1.0
         assert 0.0 <= entry["knn_accuracy"] <= 1.0

@@ -16,6 +16,7 @@ from reduction.estimators.embedding import (
     LLE,
     MDS,
     REFERENCE_MDS,
+    RELATIVE_TEST_EPS,
     TSNE,
     cuml_tsne_kwargs,
     iteration_parameter_name,
@@ -163,7 +164,7 @@ def test_lle_retries_only_arpack_failures(monkeypatch):
 # ----------------------------------------------------------------------------- MDS
 
 
-def test_mds_reference_parameters_are_explicit_and_silent():
+def test_mds_reference_parameters_are_explicit_and_silent(cpu_mds_place):
     X, _ = synthetic_arrays(50, seed=2)
     model = MDS(random_state=3, backend="sklearn")
     with warnings.catch_warnings():
@@ -172,10 +173,12 @@ def test_mds_reference_parameters_are_explicit_and_silent():
     b = MDS(random_state=3, backend="sklearn").fit_transform(X)
     assert a.shape == (50, 2)
     np.testing.assert_array_equal(a, b)
-    assert model.place_ == "sklearn"
+    assert model.place_ == cpu_mds_place
     import sklearn
 
     expected = {**REFERENCE_MDS, "eps": reference_mds_eps(sklearn.__version__), "random_state": 3}
+    if cpu_mds_place == "torch-cpu":  # scikit-learn's relative stopping test, in float64 on the CPU
+        expected.update(eps=RELATIVE_TEST_EPS, device="cpu", dtype="float64")
     assert model.params_ == expected
     # scikit-learn 1.2's values, whatever the installed defaults are.
     assert expected["n_init"] == 4 and expected["init"] == "random" and expected["metric_mds"] is True
@@ -186,10 +189,11 @@ def test_mds_reference_parameters_are_explicit_and_silent():
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2, -1])
-def test_mds_in_parallel_draws_one_seed_per_init_whatever_the_worker_count(n_jobs):
+def test_mds_in_parallel_draws_one_seed_per_init_whatever_the_worker_count(n_jobs, cpu_mds_place):
     """n_jobs set: scikit-learn's parallel branch (one seed per init, drawn from random_state
     first) for any worker count, one included, so the map depends on the seed only; it is the
-    best of n_init single runs started from those seeds, and not the serial loop's map."""
+    best of n_init single runs started from those seeds, and not the serial loop's map. The
+    torch SMACOF draws its starts so too."""
     from sklearn.utils import check_random_state
 
     X, _ = synthetic_arrays(40, seed=2)
@@ -342,9 +346,10 @@ def test_cuml_tsne_on_a_small_array():
 
 @pytest.mark.gpu
 @requires_cuml
-def test_lle_and_mds_fall_back_to_scikit_learn_on_the_cuml_backend():
+def test_lle_and_mds_run_elsewhere_on_the_cuml_backend():
+    """cuML has neither: LLE runs with scikit-learn, MDS with the torch SMACOF (on torch's CUDA device)."""
     X, _ = synthetic_arrays(60, seed=0)
     lle, mds = LLE(random_state=0, backend="cuml"), MDS(random_state=0, backend="cuml")
     lle.fit(X)
     mds.fit(X)
-    assert lle.place_ == "sklearn" and mds.place_ == "sklearn"
+    assert lle.place_ == "sklearn" and mds.place_ in ("torch-cuda", "torch-cpu")

@@ -42,7 +42,7 @@ def test_synthetic_run_writes_results_and_figures_and_resumes(script, synthetic_
         assert key in results, key
     assert results["study"] == "pca_forest" and results["profile"]["name"] == "full, custom"
     assert results["profile"]["raw_n_estimators"] == [3, 6] and results["profile"]["pca_max_depth"] == [2, 4]
-    assert results["backend"] == {"requested": "sklearn", "selected": "sklearn"}
+    assert results["backend"] == {"requested": "sklearn", "selected": "sklearn", "device": None}
     assert results["data"] == {"n_train": 480, "n_val": 120, "n_test": 240, "forest_train_rows": 480}
     assert results["command"][0] == "pca_forest.py"
 

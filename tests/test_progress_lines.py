@@ -101,7 +101,7 @@ def test_tsne_reports_its_iterations_with_the_time_left(lines, single_thread):
     assert not any("[t-SNE]" in line for line in lines)
 
 
-def test_serial_mds_reports_each_smacof_run_and_its_stress(lines, single_thread):
+def test_serial_mds_reports_each_smacof_run_and_its_stress(lines, single_thread, sklearn_mds):
     from reduction.estimators import MDS
     from reduction.studies.embed import SMACOFLines
 
@@ -117,7 +117,7 @@ def test_serial_mds_reports_each_smacof_run_and_its_stress(lines, single_thread)
     assert min(stresses) == pytest.approx(mds.stress_, rel=1e-5)  # the run kept is the lowest-stress one
 
 
-def test_the_embed_study_reports_smacof_runs_when_they_run_in_this_process(lines, single_thread):
+def test_the_embed_study_reports_smacof_runs_when_they_run_in_this_process(lines, single_thread, sklearn_mds):
     import dataclasses
 
     from reduction.studies import embed
@@ -128,3 +128,34 @@ def test_the_embed_study_reports_smacof_runs_when_they_run_in_this_process(lines
     assert embedding.shape == (40, 2)
     assert f"[mds] {estimator.n_init} SMACOF runs of up to {estimator.max_iter} iterations on 40 rows, one after another" in lines
     assert sum(line.endswith(": started") for line in lines) == estimator.n_init
+
+
+def test_torchdr_tsne_reports_its_iterations_with_the_kl_divergence_and_the_time_left(lines, single_thread, monkeypatch):
+    """The torch place's t-SNE (TorchDR) says, like scikit-learn's, where it is: the iteration, the
+    map's KL divergence then (computed for the line) and the time left; the last line's KL
+    divergence is the fitted one."""
+    from reduction.estimators import TSNE
+
+    monkeypatch.setattr("reduction.torch_places.common.HEARTBEAT_SECONDS", 0.0)  # a line at every iteration
+    X = np.random.default_rng(0).normal(size=(120, 8))
+    model = TSNE(perplexity=10.0, max_iter=300, random_state=0, backend="torch").fit(X)
+    assert model.place_ == "torch-cpu"
+    iterations = [line for line in lines if line.startswith("t-SNE (TorchDR) iteration ")]
+    assert [line.split()[3].rstrip(":") for line in iterations] == [f"{i}/300" for i in range(1, 301)]
+    assert all(": KL divergence " in line and " left ... " in line and line.endswith(" elapsed") for line in iterations)
+    divergences = [float(line.split("KL divergence ")[1].split(",")[0]) for line in iterations]
+    assert divergences[-1] == pytest.approx(model.kl_divergence_, abs=1e-4)
+    assert divergences[-1] < divergences[0]  # the map improves: the numbers are the map's own
+    assert any(line.startswith("t-SNE (TorchDR): P from 30 neighbours per row") for line in lines)
+
+
+def test_the_embed_study_says_how_the_torch_smacof_runs(lines, single_thread, monkeypatch):
+    from reduction.studies import embed
+
+    monkeypatch.setattr("reduction.torch_places.common.HEARTBEAT_SECONDS", 0.0)
+    images = np.random.default_rng(0).integers(0, 255, size=(40, 784)).astype(np.float32)
+    embedding, estimator, _, details = embed.fit_map("mds", images, embed.QUICK, "torch", 0)
+    assert estimator.place_ == "torch-cpu" and details["init_draws"] == "seeded"
+    assert "[mds] 4 SMACOF runs of up to 300 iterations on 40 rows, as one batch on cpu" in lines
+    assert any(line.startswith("SMACOF iteration 1/300: 4 of 4 start(s) running, at most ~") for line in lines)
+    assert sum(line.startswith("SMACOF start ") for line in lines) == 4

@@ -70,7 +70,7 @@ def test_the_three_results_share_one_layout(runs):
     for name, (results, out) in runs.items():
         assert list(results)[: len(COMMON_KEYS)] == COMMON_KEYS, name
         assert results["study"] == name and results["seed"] == 22
-        assert results["backend"] == {"requested": "sklearn", "selected": "sklearn"}
+        assert results["backend"] == {"requested": "sklearn", "selected": "sklearn", "device": None}
         assert results["profile"] == dataclasses.asdict(TINY[name][0])
         assert {"n_train": 480, "n_val": 120, "n_test": 240}.items() <= results["data"].items(), name
         steps = results["steps"]
@@ -83,7 +83,7 @@ def test_the_three_results_share_one_layout(runs):
         for key, path in results["figures"].items():
             assert not path.startswith("/") and (out / path).is_file(), (name, key, path)
             assert (out / path).read_bytes().startswith(b"\x89PNG")
-        assert {"python", "numpy", "scikit-learn", "torch", "cuml"} == set(results["versions"]), name
+        assert {"python", "numpy", "scikit-learn", "torch", "torchdr", "cuml"} == set(results["versions"]), name
         assert versions in (None, results["versions"])
         versions = results["versions"]
         assert all(isinstance(line, str) for line in STUDIES[name].summary_lines(results))

@@ -237,6 +237,7 @@ def test_progress_reports_each_start_and_beats_while_running(points, caplog, mon
     assert any(line.startswith("SMACOF iteration 5/20") for line in lines)
 
 
+@pytest.mark.gpu
 @requires_cuda
 def test_on_cuda_from_the_same_start_it_is_sklearns_smacof(points):
     start = random_start(len(points), 0)

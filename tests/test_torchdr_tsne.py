@@ -208,6 +208,7 @@ def test_bad_parameters_are_clear_errors(blobs, bad, message):
         TorchDRTSNE(**bad).fit(blobs)
 
 
+@pytest.mark.gpu
 @requires_cuda
 def test_on_cuda_the_map_is_as_good_as_on_the_cpu(blobs):
     settings = dict(perplexity=20.0, max_iter=300, random_state=0)

@@ -151,7 +151,7 @@ class Part:
         return Plan(profile, options, config.limit_rows)
 
     def backend(self, config: StudyConfig, plan: Plan) -> dict:
-        """{"requested", "selected"}: where the part runs (selected None when it cannot run here)."""
+        """{"requested", "selected", ...}: where the part runs (selected None when it cannot run here)."""
         raise NotImplementedError
 
     def compute(self, plan: Plan, context: StudyContext, folder: Path) -> dict:
@@ -273,10 +273,10 @@ class ReductionPart(Part):
         from reduction.backend import BackendError, select_backend
 
         try:
-            selected = select_backend(config.backend).name
+            backend = select_backend(config.backend)
         except BackendError:
-            selected = None
-        return {"requested": config.backend, "selected": selected}
+            return {"requested": config.backend, "selected": None, "device": None}
+        return {"requested": config.backend, "selected": backend.name, "device": backend.device}
 
 
 class PcaForestPart(ReductionPart):
@@ -430,6 +430,6 @@ def library_versions() -> dict[str, str | None]:
     from reduction.backend import cuml_version
 
     names = {"numpy": "numpy", "scipy": "scipy", "scikit-learn": "scikit-learn", "torch": "torch",
-             "lightning": "lightning"}
+             "lightning": "lightning", "torchdr": "torchdr"}
     return {**{key: _distribution_version(dist) for key, dist in names.items()}, "cuml": cuml_version(prefer_imported=False)}
 

@@ -1,9 +1,9 @@
-"""The study's seven estimators, as scikit-learn estimators on cuML (GPU) or scikit-learn (CPU).
+"""The study's seven estimators, as scikit-learn estimators on cuML, torch or scikit-learn.
 
-Each one stores its parameters in ``__init__`` (``backend``: "auto", "sklearn" or "cuml" is one
-of them), validates its input as scikit-learn does, returns itself from ``fit`` and keeps the
-fitted backend object in ``estimator_`` and where it ran in ``place_`` ("cuml", "sklearn-cuda"
-or "sklearn", see :mod:`reduction.backend`). So ``clone``, ``Pipeline``, ``GridSearchCV`` and
+Each one stores its parameters in ``__init__`` (``backend``: "auto", "sklearn", "cuml" or "torch"
+is one of them), validates its input as scikit-learn does, returns itself from ``fit`` and keeps
+the fitted object of its place in ``estimator_`` and where it ran in ``place_`` ("cuml",
+"torch-cuda", "sklearn-cuda", "torch-cpu", "sklearn-cpu" or "sklearn", see :mod:`reduction.backend`). So ``clone``, ``Pipeline``, ``GridSearchCV`` and
 ``cross_val_score`` work with them, and scikit-learn's ``check_estimator`` passes on
 backend="sklearn" with the parameters in :data:`CHECK_PARAMS`, except for the few checks listed,
 each with its reason, in :data:`EXPECTED_FAILED_CHECKS` (both are kept next to each estimator).

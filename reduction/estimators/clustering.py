@@ -1,9 +1,9 @@
-"""K-Means and Gaussian mixtures on cuML or scikit-learn, and the silhouette score.
+"""K-Means and Gaussian mixtures on cuML, a torch device or scikit-learn, and the silhouette score.
 
 Both estimators are scikit-learn estimators: ``__init__`` stores the parameters, ``fit`` returns
 the estimator, fitted attributes end in ``_`` and include ``estimator_`` (the fitted cuML or
-scikit-learn object) and ``place_``, where the fit ran ("cuml", "sklearn-cuda" or "sklearn", from
-:func:`reduction.backend.implementation`).
+scikit-learn object) and ``place_``, where the fit ran ("cuml", "sklearn-cuda", "sklearn-cpu" or
+"sklearn", from :func:`reduction.backend.implementation`).
 
 * :class:`KMeans` runs ``cuml.cluster.KMeans`` or ``sklearn.cluster.KMeans``. Both take the
   reference's ``init="random"``, ``n_init`` and ``random_state``; the runs differ in their random
@@ -11,8 +11,9 @@ scikit-learn object) and ``place_``, where the fit ran ("cuml", "sklearn-cuda" o
   mean feature variance, cuML compares it with the centroid shift. ``transform`` gives plain
   Euclidean distances on both: cuML's returns squared ones (its L2Expanded metric, at least up
   to 26.10), which each fit detects from cuML's own output (:func:`transform_is_squared`).
-* :class:`GaussianMixture` is scikit-learn's GaussianMixture (cuML has none). On the GPU it runs
-  with scikit-learn's Array API dispatch on torch CUDA tensors ("sklearn-cuda"). scikit-learn
+* :class:`GaussianMixture` is scikit-learn's GaussianMixture (cuML has none). On a torch device
+  it runs with scikit-learn's Array API dispatch on torch tensors ("sklearn-cuda", or
+  "sklearn-cpu" under ``backend="torch"`` without a GPU). scikit-learn
   1.9 allows only ``init_params`` "random" and "random_from_data" under Array API; the
   reference's default "kmeans" is therefore reproduced here: each of the ``n_init`` starts draws
   ``KMeans(n_init=1)`` labels on the CPU from the same ``RandomState`` stream scikit-learn would
@@ -21,13 +22,12 @@ scikit-learn object) and ``place_``, where the fit ran ("cuml", "sklearn-cuda" o
   wins (the first on ties), as in scikit-learn. Array API dispatch also needs the environment
   variable ``SCIPY_ARRAY_API=1`` set before SciPy is first imported
   (:func:`reduction.backend.enable_scipy_array_api`, which scripts/cluster.py calls first);
-  without it the mixture runs on the CPU and says so.
+  without it the mixture runs on the CPU with NumPy and says so.
 * :func:`silhouette` runs ``cuml.metrics.cluster.silhouette_score`` or scikit-learn's.
 """
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 
@@ -36,7 +36,15 @@ import sklearn
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, DensityMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from reduction.backend import announce, implementation, select_backend, to_numpy
+from reduction.backend import (
+    announce,
+    array_api_call,
+    array_api_problem,
+    implementation,
+    place_device,
+    select_backend,
+    to_numpy,
+)
 
 # scikit-learn's GaussianMixture under Array API dispatch accepts only these init_params.
 ARRAY_API_INIT_PARAMS = ("random", "random_from_data")
@@ -167,40 +175,13 @@ def silhouette(X, labels, backend="auto") -> tuple[float, str]:
 # --------------------------------------------------------------------------------------------
 
 
-def array_api_problem(device: str | None = None) -> str | None:
-    """Why scikit-learn's Array API dispatch cannot run here (on torch ``device``, when given),
-    or None when it can.
-
-    A CUDA ``device`` needs a torch that can use one: cuML being usable (the "cuml" backend)
-    says nothing about torch, which may be a CPU-only build on a GPU machine.
-    """
-    if device is not None and str(device).startswith("cuda"):
-        try:
-            import torch
-
-            if not torch.cuda.is_available():
-                return "torch cannot use a CUDA device (torch.cuda.is_available() is False)"
-        except Exception as exc:
-            return f"torch cannot be asked about CUDA ({type(exc).__name__}: {exc})"
-    try:
-        import sklearn
-
-        with sklearn.config_context(array_api_dispatch=True):
-            pass
-    except (RuntimeError, ImportError) as exc:  # e.g. SCIPY_ARRAY_API unset when SciPy was imported
-        return str(exc).split(". ")[0]
-    if os.environ.get("SCIPY_ARRAY_API") != "1":
-        return "SCIPY_ARRAY_API=1 is not set"
-    return None
-
-
 class GaussianMixture(DensityMixin, BaseEstimator):
-    """scikit-learn's GaussianMixture on the CPU, or on a CUDA device via Array API dispatch.
+    """scikit-learn's GaussianMixture on the CPU, or on a torch device via Array API dispatch.
 
     Parameters are scikit-learn's (defaults too, as the reference used them), plus ``backend``
     and ``device``. ``device`` matters only on the Array API path: the torch device it runs on
-    (None: "cuda"); "cpu" runs that same path on torch CPU tensors, which is how it is tested
-    without a GPU (:meth:`fit_array_api`). On backend="sklearn" it is ignored.
+    (None: the backend's device); "cpu" runs that same path on torch CPU tensors
+    (:meth:`fit_array_api`). On backend="sklearn" it is ignored.
 
     Data are cast to float64 on every place (full covariances of ~100 PCA features in float32
     lose positive definiteness). ``score`` is the mean log-likelihood per row (scikit-learn's
@@ -253,13 +234,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def fit(self, X, y=None) -> "GaussianMixture":
         factory, place = implementation("gaussian_mixture", select_backend(self.backend))
-        if place == "sklearn-cuda":
-            problem = array_api_problem(self.device or "cuda")
-            if problem is not None:
-                announce(f"GaussianMixture runs on the CPU: scikit-learn's Array API dispatch is unavailable ({problem})")
-                place = "sklearn"
-        if place == "sklearn-cuda":
-            return self.fit_array_api(X, device=self.device or "cuda")
+        device = place_device(place)
+        if device is not None:
+            device = self.device or device
+            problem = array_api_problem(device)
+            if problem is None:
+                return self.fit_array_api(X, device=device)
+            announce(f"GaussianMixture runs on the CPU: scikit-learn's Array API dispatch is unavailable ({problem})")
         X = validate_data(self, X, dtype=np.float64, order="C")
         _check_n_clusters(self.n_components, len(X))
         start = time.perf_counter()
@@ -289,7 +270,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             raise ValueError("the emulated 'kmeans' start is implemented for covariance_type='full' only")
         X = validate_data(self, X, dtype=np.float64, order="C")
         _check_n_clusters(self.n_components, len(X))
-        place = "sklearn-cuda" if str(device).startswith("cuda") else "sklearn"
+        place = f"sklearn-{torch.device(device).type}"
         start = time.perf_counter()
         with sklearn.config_context(array_api_dispatch=True), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Best performing initialization did not converge")
@@ -336,11 +317,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """Call the fitted scikit-learn model, with Array API dispatch when it was fitted so."""
         if self._xp_device is None:
             return getattr(self.estimator_, method)(*args)
-        import torch
-
-        args = [torch.as_tensor(np.asarray(a, dtype=np.float64), device=self._xp_device) if isinstance(a, np.ndarray) else a for a in args]
-        with sklearn.config_context(array_api_dispatch=True):
-            return getattr(self.estimator_, method)(*args)
+        args = [np.asarray(a, dtype=np.float64) if isinstance(a, np.ndarray) else a for a in args]
+        return array_api_call(getattr(self.estimator_, method), self._xp_device, *args)
 
     def _rows(self, X) -> np.ndarray:
         check_is_fitted(self)

@@ -1,8 +1,8 @@
-"""2-D maps of the images: t-SNE, LLE and MDS as scikit-learn estimators on cuML or scikit-learn.
+"""2-D maps of the images: t-SNE, LLE and MDS as scikit-learn estimators on cuML, torch or scikit-learn.
 
 Each class stores its parameters in ``__init__``, fits with ``fit`` / ``fit_transform`` and keeps
-``embedding_`` (NumPy float64, [n_samples, 2]), ``estimator_`` (the fitted cuML or scikit-learn
-object), ``place_`` (where it ran: "cuml", "sklearn-cuda" or "sklearn", from
+``embedding_`` (NumPy float64, [n_samples, 2]), ``estimator_`` (the fitted object of the place),
+``place_`` (where it ran: "cuml", "torch-cuda", "torch-cpu" or "sklearn", from
 :func:`reduction.backend.implementation`) and ``params_`` (the keyword arguments actually given
 to the implementation, for the results file). The maps are 2-D by construction (the study's
 figures; cuML's t-SNE makes 2-D maps only), so there is no ``n_components`` parameter.
@@ -10,9 +10,11 @@ figures; cuML's t-SNE makes 2-D maps only), so there is no ``n_components`` para
 Only :class:`LLE` maps new rows (``transform``); t-SNE and MDS, like scikit-learn's, embed the
 rows they were fitted on and have no ``transform``.
 
-The reference study ran scikit-learn 1.2. Where a default moved since, the reference's value is
-set explicitly (see :data:`REFERENCE_MDS` and :func:`reference_mds_eps`), and cuML's t-SNE is
-called so that its parameters mean what scikit-learn's mean (:func:`cuml_tsne_kwargs`).
+The reference study ran an older scikit-learn; where a default has moved since, the reference's
+value is set explicitly (:data:`REFERENCE_MDS`, :func:`reference_mds_eps`). cuML's and TorchDR's
+t-SNE are called so that their parameters mean what scikit-learn's mean
+(:func:`cuml_tsne_kwargs`; :func:`reduction.torch_places.tsne.torchdr_tsne_kwargs`), and the
+torch SMACOF is scikit-learn's metric SMACOF (:mod:`reduction.torch_places.smacof`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from reduction.backend import announce, implementation, parameter_names, select_backend, to_numpy
+from reduction.backend import announce, implementation, parameter_names, place_device, select_backend, to_numpy
 
 # scikit-learn's estimator checks on backend="sklearn" (see reduction/estimators/pca.py). Their
 # data sets have 10 to 30 rows: t-SNE's perplexity must be below the row count (scikit-learn's
@@ -47,10 +49,9 @@ TSNE_POST_MOMENTUM = 0.8
 # corresponds to learning_rate=800 in those other implementations").
 CUML_LEARNING_RATE_FACTOR = 4.0
 
-# The reference's MDS: scikit-learn 1.2's defaults, written out because 1.9 changed them
-# (n_init 4 -> 1 in 1.9; `init` added in 1.8 and warns unless given; `metric` renamed
-# `metric_mds` in 1.8; normalized_stress "warn" (= False for metric MDS) -> "auto" in 1.4).
-# eps depends on the installed scikit-learn: see reference_mds_eps().
+# The reference's MDS settings, written out because scikit-learn's defaults have moved since
+# (n_init, init, normalized_stress; `metric` is now `metric_mds`). eps depends on the installed
+# scikit-learn's stopping test: see reference_mds_eps().
 REFERENCE_MDS = {
     "n_components": 2,
     "metric_mds": True,
@@ -65,9 +66,14 @@ REFERENCE_MDS = {
 }
 # How the inits' random starts are drawn, by MDS's n_jobs (None, or a number of workers).
 MDS_INIT_DRAWS = {
-    "serial": "the inits one after another, each start drawn in turn from one random_state stream (n_jobs=None)",
-    "seeded": "one seed per init drawn first from random_state, the inits run in parallel (n_jobs set)",
+    "serial": "each init's start drawn in turn from one random_state stream (n_jobs=None)",
+    "seeded": "one seed per init drawn first from random_state, each init's start from its seed (n_jobs set)",
 }
+# eps for SMACOF's relative stopping test (scikit-learn >= 1.7, and the torch SMACOF).
+RELATIVE_TEST_EPS = 1e-6
+# Beyond this many rows a t-SNE through TorchDR on the CPU (all N^2 pairs, each iteration) is
+# told to take long: scikit-learn's Barnes-Hut t-SNE is the CPU's.
+TORCH_CPU_TSNE_ROWS = 5000
 
 
 def sklearn_auto_learning_rate(n_samples: int, early_exaggeration: float = 12.0) -> float:
@@ -81,7 +87,7 @@ def tsne_n_neighbors(n_samples: int, perplexity: float) -> int:
 
 
 def iteration_parameter_name(param_names) -> str:
-    """cuML renamed TSNE's ``n_iter`` to ``max_iter`` in 25.12 (``n_iter`` gone in 26.02)."""
+    """The name of cuML TSNE's iteration count: ``max_iter``, or ``n_iter`` in the older releases."""
     names = set(param_names)
     return "max_iter" if "max_iter" in names or "n_iter" not in names else "n_iter"
 
@@ -108,8 +114,7 @@ def cuml_tsne_kwargs(
 
     What cannot be matched: without "adaptive", cuML doubles the learning rate after the
     exaggeration phase; its random init is uniform on [-1e-4, 1e-4] (scikit-learn: normal,
-    sd 1e-4); ``method`` is cuML's gradient approximation ("fft", deterministic for a given
-    ``random_state`` since cuML 26.08; scikit-learn uses Barnes-Hut).
+    sd 1e-4); ``method`` is cuML's gradient approximation ("fft"; scikit-learn uses Barnes-Hut).
     """
     if learning_rate == "auto":
         learning_rate = sklearn_auto_learning_rate(n_samples, early_exaggeration)
@@ -152,17 +157,16 @@ def sklearn_tsne_kwargs(
 
 
 def reference_mds_eps(sklearn_version: str) -> float:
-    """The ``eps`` that stops SMACOF where scikit-learn 1.2's default eps=1e-3 stopped it.
+    """The ``eps`` that stops SMACOF where the reference's default eps=1e-3 stopped it.
 
-    Before 1.7, SMACOF stopped when ``old - stress / sum(|x_i|)`` fell under eps, a test on an
-    unnormalised quantity; on pixel data it practically never fires, so 1.2 ran all max_iter
-    iterations (300 of 300 on 800 Sign-MNIST rows). 1.7 fixed the test to a relative stress
-    decrease and moved the default to 1e-6 with it; eps=1e-3 under the fixed test stops after
-    ~10 iterations (measured on the same rows), far from the reference. So: 1e-3 for a
-    scikit-learn that still has the old test, 1e-6 for one with the new test.
+    The reference's SMACOF stopped when ``old - stress / sum(|x_i|)`` fell under eps, a test on
+    an unnormalised quantity that practically never fires on pixel data: it ran all max_iter
+    iterations. scikit-learn 1.7 replaced it by a relative stress decrease, under which eps=1e-3
+    would stop after a few iterations. So: 1e-3 for a scikit-learn with the old test,
+    :data:`RELATIVE_TEST_EPS` for one with the relative test.
     """
     major, minor = (int(part) for part in sklearn_version.split(".")[:2])
-    return 1e-3 if (major, minor) < (1, 7) else 1e-6
+    return 1e-3 if (major, minor) < (1, 7) else RELATIVE_TEST_EPS
 
 
 def sklearn_mds_kwargs(accepted: set[str], sklearn_version: str, random_state=None, **overrides) -> dict:
@@ -191,7 +195,8 @@ class _Embedding(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
 
     def _verbosity(self) -> dict:
         """scikit-learn's ``verbose`` (its progress prints, see labkit.progress.printed_lines); not a
-        result-changing parameter, so kept out of ``params_``."""
+        result-changing parameter, so kept out of ``params_``. The torch places report through
+        the progress log themselves."""
         return {"verbose": int(self.verbose)} if getattr(self, "verbose", 0) and self.place_ == "sklearn" else {}
 
     @property
@@ -200,15 +205,16 @@ class _Embedding(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
 
 
 class TSNE(_Embedding):
-    """t-SNE with scikit-learn's meaning of every parameter, on cuML or scikit-learn.
+    """t-SNE with scikit-learn's meaning of every parameter, on cuML, torch (TorchDR) or scikit-learn.
 
     ``cuml_method`` is cuML's gradient approximation ("fft" or "barnes_hut") and is used only
-    on cuML; scikit-learn always runs Barnes-Hut. As in scikit-learn, ``perplexity`` must be
-    less than the number of rows and there is no ``transform`` (t-SNE embeds only the rows it
-    was fitted on). cuML computes in float32; scikit-learn gets float64.
+    on cuML; scikit-learn always runs Barnes-Hut; TorchDR computes the exact gradient (all
+    pairs: for a GPU). As in scikit-learn, ``perplexity`` must be less than the number of rows
+    and there is no ``transform`` (t-SNE embeds only the rows it was fitted on). cuML and
+    TorchDR compute in float32; scikit-learn gets float64.
 
     ``verbose`` is scikit-learn's (progress printed to stdout; not passed to cuML, whose
-    ``verbose`` is a log level).
+    ``verbose`` is a log level; TorchDR's iterations go to the progress log anyway).
 
     Fitted: ``embedding_``, ``estimator_``, ``place_``, ``params_``, ``learning_rate_``
     (scikit-learn units), ``kl_divergence_``, ``n_iter_``, ``n_features_in_``.
@@ -246,6 +252,11 @@ class TSNE(_Embedding):
         X = validate_data(self, X, dtype=np.float32 if self.place_ == "cuml" else np.float64, ensure_min_samples=2)
         if not self.perplexity < len(X):  # scikit-learn's rule, checked here for cuML too
             raise ValueError("perplexity must be less than n_samples")
+        device = place_device(self.place_)
+        if device == "cpu" and len(X) > TORCH_CPU_TSNE_ROWS:
+            announce(f"t-SNE through TorchDR on the CPU computes all {len(X)}^2 pairs at each of {self.max_iter} "
+                     "iterations, which takes long (the progress lines say how long); scikit-learn's Barnes-Hut "
+                     "t-SNE (--backend sklearn) is the CPU's")
         common = dict(
             perplexity=self.perplexity,
             early_exaggeration=self.early_exaggeration,
@@ -258,6 +269,8 @@ class TSNE(_Embedding):
             self.params_ = cuml_tsne_kwargs(
                 len(X), method=self.cuml_method, iteration_name=iteration_parameter_name(parameter_names(factory)), **common
             )
+        elif device is not None:  # TorchDRTSNE: scikit-learn's parameters, and where it computes
+            self.params_ = {"n_components": 2, **common, "device": device, "dtype": "float32"}
         else:
             self.params_ = sklearn_tsne_kwargs(**common)
         self.estimator_ = factory(**self.params_, **self._verbosity())
@@ -344,29 +357,31 @@ class LLE(_Embedding):
 
 
 class MDS(_Embedding):
-    """Metric MDS by SMACOF with the reference's (scikit-learn 1.2) settings by default.
+    """Metric MDS by SMACOF with the reference's settings by default, on torch or scikit-learn.
 
     Like scikit-learn's MDS it has no ``transform``: SMACOF places only the rows it was fitted
-    on. Data are float64.
+    on. Data are float64. On a torch place (:class:`reduction.torch_places.smacof.TorchSMACOF`)
+    the ``n_init`` runs go as one batch, in float64, with scikit-learn's algorithm, stopping
+    rule and random starts: the same map as scikit-learn's for the same ``random_state``.
 
-    ``n_jobs`` says how the ``n_init`` SMACOF runs are drawn and run; the algorithm, its
+    ``n_jobs`` says how the ``n_init`` SMACOF runs' random starts are drawn; the algorithm, its
     settings and the choice of the run with the lowest stress are the same either way:
 
-    * None (the default, the reference's): scikit-learn's serial loop. The runs go one after
-      another, each drawing its random start from the one ``random_state`` stream in turn.
+    * None (the default, the reference's): scikit-learn's serial loop. Each run draws its random
+      start from the one ``random_state`` stream in turn (scikit-learn: one run after another).
     * a number of workers (-1: all cores): scikit-learn's parallel branch. One seed per run is
-      drawn from ``random_state`` first, each run starts from its own seed, and the runs go in
-      parallel processes (up to ``n_init`` at once). Other random starts than the serial loop,
-      so another map for the same ``random_state``; the same map for any number of workers,
-      including one core (a count that would come to one worker is given to scikit-learn as 2,
-      which is what makes it take this branch; two workers on one core take about as long as
-      the loop).
+      drawn from ``random_state`` first and each run starts from its own seed (scikit-learn:
+      the runs in up to ``n_init`` parallel processes). Other random starts than the serial
+      loop, so another map for the same ``random_state``; the same map for any number of
+      workers, including one core (a count that would come to one worker is given as 2, which
+      is what makes scikit-learn take this branch).
 
     ``verbose`` is scikit-learn's (each SMACOF iteration's stress printed to stdout; with
-    ``n_jobs`` by the worker processes, straight to the terminal).
+    ``n_jobs`` by the worker processes, straight to the terminal). The torch SMACOF reports
+    each run's end through the progress log anyway.
 
-    Fitted: ``embedding_``, ``estimator_``, ``place_``, ``params_`` (``n_jobs`` as given to
-    scikit-learn), ``init_draws_`` ("serial" or "seeded", see :data:`MDS_INIT_DRAWS`),
+    Fitted: ``embedding_``, ``estimator_``, ``place_``, ``params_`` (``n_jobs`` as given to the
+    implementation), ``init_draws_`` ("serial" or "seeded", see :data:`MDS_INIT_DRAWS`),
     ``stress_`` (raw stress), ``stress_1_`` (normalised), ``n_iter_``, ``n_features_in_``.
     """
 
@@ -394,12 +409,19 @@ class MDS(_Embedding):
             from joblib import effective_n_jobs
 
             workers, self.init_draws_ = max(2, min(int(self.n_init), effective_n_jobs(self.n_jobs))), "seeded"
-        self.params_ = sklearn_mds_kwargs(
-            parameter_names(factory), sklearn.__version__, self.random_state, n_init=int(self.n_init),
-            max_iter=int(self.max_iter), n_jobs=workers,
-        )
+        device = place_device(self.place_)
+        if device is None:
+            self.params_ = sklearn_mds_kwargs(
+                parameter_names(factory), sklearn.__version__, self.random_state, n_init=int(self.n_init),
+                max_iter=int(self.max_iter), n_jobs=workers,
+            )
+        else:  # TorchSMACOF: scikit-learn's (relative) stopping test, its float64
+            self.params_ = {**REFERENCE_MDS, "eps": RELATIVE_TEST_EPS, "random_state": self.random_state,
+                            "n_init": int(self.n_init), "max_iter": int(self.max_iter), "n_jobs": workers,
+                            "device": device, "dtype": "float64"}
         self.estimator_ = factory(**self.params_, **self._verbosity())
         self.embedding_ = to_numpy(self.estimator_.fit_transform(X)).astype(np.float64)
+        self.init_draws_ = getattr(self.estimator_, "init_draws_", self.init_draws_)  # the torch SMACOF says
         self.stress_ = float(self.estimator_.stress_)
         self.n_iter_ = int(getattr(self.estimator_, "n_iter_", -1))
         # Kruskal's Stress-1 (scikit-learn's normalized_stress): raw stress over the sum of

@@ -44,7 +44,8 @@ class RandomForest(ClassifierMixin, BaseEstimator):
     ``max_depth`` are checked and made Python ints once, here (cuML 26.04+ rejects a NumPy
     integer such as ``GridSearchCV`` takes from ``np.arange``). ``n_jobs`` goes only to a forest
     whose class takes it (scikit-learn's; cuML parallelises over CUDA streams and takes none).
-    ``backend`` is "auto", "sklearn" or "cuml". Features are passed as float32 and, on cuML,
+    ``backend`` is "auto", "sklearn", "cuml" or "torch" (which has no forest: cuML where it can
+    run, else scikit-learn). Features are passed as float32 and, on cuML,
     labels as consecutive int32 codes (what cuML trains on); predictions are decoded back to
     the original labels. ``score`` is the accuracy.
 

@@ -1,4 +1,4 @@
-"""PCA on cuML or scikit-learn, with scikit-learn's meaning of ``n_components``."""
+"""PCA on cuML, on a torch device (scikit-learn's Array API) or with scikit-learn, with scikit-learn's meaning of ``n_components``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,16 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from reduction.backend import accepted, implementation, select_backend, to_numpy
+from reduction.backend import (
+    accepted,
+    announce,
+    array_api_call,
+    array_api_problem,
+    implementation,
+    place_device,
+    select_backend,
+    to_numpy,
+)
 
 # scikit-learn's estimator checks (sklearn.utils.estimator_checks) on backend="sklearn", as
 # tests/test_estimator_api.py runs them: parameters for the checks' tiny data sets, and the
@@ -32,20 +41,23 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
     ``n_components`` is an integer (that many components) or a float in (0, 1) (the fewest
     components that explain at least that fraction of the variance), as in scikit-learn. cuML's
-    PCA takes only integers, so on cuML a fraction is resolved from a full fit first.
-    ``backend`` is "auto", "sklearn" or "cuml" (see :mod:`reduction.backend`). ``random_state``
-    changes nothing here: the exact "full" solver used on both backends draws no random numbers.
-    It is handed to scikit-learn's PCA and not to cuML's, whose PCA takes no ``random_state``
-    (a keyword-only signature without it: passing one is a TypeError), as read from each class.
+    PCA takes only integers, so a fraction is resolved from a full fit first (on every place).
+    ``backend`` is "auto", "sklearn", "cuml" or "torch" (see :mod:`reduction.backend`); on a torch
+    device scikit-learn's own PCA runs with Array API dispatch on torch tensors.
+    ``random_state`` changes nothing here: the exact "full" solver used everywhere draws no
+    random numbers. It is handed to scikit-learn's PCA and not to cuML's, whose PCA takes no
+    ``random_state`` (a keyword-only signature without it: passing one is a TypeError), as read
+    from each class.
 
     Data are cast to float32 on every backend (cuML's working type), so ``transform`` and
-    ``inverse_transform`` return float32.
+    ``inverse_transform`` return float32 NumPy arrays.
 
     Fitted attributes: ``n_components_``, ``components_``, ``mean_``,
     ``explained_variance_ratio_`` (of the kept components), ``cumulative_variance_``
     (of all components, only when ``n_components`` is a fraction), ``estimator_`` (the fitted
-    cuML or scikit-learn PCA), ``place_`` (where it ran: "cuml" or "sklearn"),
-    ``n_features_in_`` (and ``feature_names_in_`` for data frames).
+    cuML or scikit-learn PCA; on a torch device it holds torch tensors), ``place_`` (where it
+    ran: "cuml", "sklearn-cuda", "sklearn-cpu" or "sklearn"), ``n_features_in_`` (and
+    ``feature_names_in_`` for data frames).
     """
 
     def __init__(self, n_components=0.95, backend="auto", random_state=None) -> None:
@@ -56,6 +68,10 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     def fit(self, X, y=None) -> "PCA":
         X = validate_data(self, X, dtype=np.float32)
         factory, self.place_ = implementation("pca", select_backend(self.backend))
+        self._device = place_device(self.place_)
+        if self._device is not None and (problem := array_api_problem(self._device)) is not None:
+            announce(f"PCA runs on the CPU: scikit-learn's Array API dispatch is unavailable ({problem})")
+            self.place_, self._device = "sklearn", None
         n = self.n_components
         is_fraction = isinstance(n, float) and 0 < n < 1
         if not is_fraction and not (isinstance(n, (int, np.integer)) and 1 <= n <= min(X.shape)):
@@ -63,8 +79,8 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         seed = accepted(factory, random_state=self.random_state)
         if is_fraction:
             # A full fit gives the whole spectrum (for the cumulative-variance curve) and the
-            # component count; cuML's PCA takes only integers, so both backends go this way.
-            full = factory(n_components=min(X.shape), svd_solver="full", **seed).fit(X)
+            # component count; cuML's PCA takes only integers, so every place goes this way.
+            full = self._call(factory(n_components=min(X.shape), svd_solver="full", **seed).fit, X)
             ratios = to_numpy(full.explained_variance_ratio_)
             self.cumulative_variance_ = np.cumsum(ratios)
             n = _components_for(ratios, self.n_components)
@@ -72,7 +88,7 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             del self.cumulative_variance_  # from an earlier fit with a fraction
         # An exact solver on the refit too: a randomized one could keep the same number of
         # components yet explain slightly less than the fraction asked for.
-        self.estimator_ = factory(n_components=int(n), svd_solver="full", **seed).fit(X)
+        self.estimator_ = self._call(factory(n_components=int(n), svd_solver="full", **seed).fit, X)
         self.components_ = to_numpy(self.estimator_.components_)
         self.mean_ = to_numpy(self.estimator_.mean_)
         self.explained_variance_ratio_ = to_numpy(self.estimator_.explained_variance_ratio_)
@@ -82,13 +98,18 @@ class PCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     def transform(self, X) -> np.ndarray:
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float32, reset=False)
-        return to_numpy(self.estimator_.transform(X))
+        return to_numpy(self._call(self.estimator_.transform, X))
 
     def inverse_transform(self, X) -> np.ndarray:
         """Rows of component scores [n, n_components_] back to the input space."""
         check_is_fitted(self)
         X = check_array(X, dtype=np.float32)
-        return to_numpy(self.estimator_.inverse_transform(X))
+        return to_numpy(self._call(self.estimator_.inverse_transform, X))
+
+    def _call(self, method, *args):
+        """``method(*args)``, on the fit's torch device with Array API dispatch when it has one."""
+        device = getattr(self, "_device", None)
+        return method(*args) if device is None else array_api_call(method, device, *args)
 
     @property
     def _n_features_out(self) -> int:

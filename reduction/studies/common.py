@@ -36,7 +36,7 @@ class StudyRun:
 
     @classmethod
     def start(cls, study: str, out_dir: str | os.PathLike, backend: str) -> "StudyRun":
-        """Resolve ``backend`` ("auto", "sklearn" or "cuml"); BackendError before any work.
+        """Resolve ``backend`` ("auto", "sklearn", "cuml" or "torch"); BackendError before any work.
 
         ``out_dir`` is made when the first file is written into it.
         """
@@ -51,7 +51,8 @@ class StudyRun:
         """The results file's layout, the same for every study; also the study's TensorBoard run.
 
         ``study``, ``profile`` (the profile's fields), ``seed``, ``backend`` (``requested``,
-        ``selected``), ``data`` (row counts), ``steps`` ({name: {"seconds", "place"}}, in the order
+        ``selected``, ``device``: the torch device of its device places), ``data`` (row counts),
+        ``steps`` ({name: {"seconds", "place"}}, in the order
         they finished, ending with ``total``), ``figures`` ({key: path relative to the output
         folder}), ``tensorboard`` (the run holding the figures as images and the ``headline``
         numbers as scalars, relative to the output folder), ``versions``; then the study's own
@@ -69,7 +70,7 @@ class StudyRun:
             "study": self.study,
             "profile": dataclasses.asdict(profile),
             "seed": seed,
-            "backend": {"requested": self.requested_backend, "selected": self.backend.name},
+            "backend": {"requested": self.requested_backend, "selected": self.backend.name, "device": self.backend.device},
             "data": data,
             "steps": self.timer.as_dict(),
             "figures": dict(self.figures),
@@ -85,18 +86,19 @@ def split_rows(data) -> dict[str, int]:
 
 
 def versions() -> dict[str, str | None]:
-    """Python, NumPy, scikit-learn, torch (when it was imported) and cuML (the imported module's
-    version, else the installed distribution's: cuml-cu13, cuml-cu12 or conda's cuml; None where
-    absent; see :func:`reduction.backend.cuml_version`)."""
+    """Python, NumPy, scikit-learn, torch and TorchDR (when they were imported) and cuML (the
+    imported module's version, else the installed distribution's: cuml-cu13, cuml-cu12 or
+    conda's cuml; None where absent; see :func:`reduction.backend.cuml_version`)."""
     import numpy
     import sklearn
 
-    torch = sys.modules.get("torch")
+    torch, torchdr = sys.modules.get("torch"), sys.modules.get("torchdr")
     return {
         "python": platform.python_version(),
         "numpy": numpy.__version__,
         "scikit-learn": sklearn.__version__,
         "torch": str(torch.__version__) if torch is not None else None,
+        "torchdr": str(torchdr.__version__) if torchdr is not None else None,
         "cuml": cuml_version(),
     }
 

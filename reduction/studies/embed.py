@@ -8,10 +8,11 @@ the parameters used.
 
 The full profile is the reference's: PCA, t-SNE and LLE on all training rows, MDS on the
 5,000 rows ``DataFrame.sample(n=5000, random_state=22)`` picks, t-SNE for 1,000 iterations.
-MDS keeps the reference's settings (4 SMACOF runs of up to 300 iterations) but runs the four in
-parallel (``mds_n_jobs``), each from its own seed drawn from the seed, as scikit-learn's
-``n_jobs`` does; the reference's scikit-learn ran them one after another from one random stream,
-so the random starts, and the map, differ from that loop's (``init_draws`` in the results).
+MDS keeps the reference's settings (4 SMACOF runs of up to 300 iterations) but draws the four
+random starts from one seed each (``mds_n_jobs``), as scikit-learn's ``n_jobs`` does, so that
+scikit-learn can run them in parallel (the torch SMACOF runs them as one batch either way); the
+reference's scikit-learn drew them one after another from one random stream, so the random
+starts, and the map, differ from that loop's (``init_draws`` in the results).
 The quick profile maps 2,000 sampled rows, MDS 500, with 500 t-SNE iterations.
 """
 
@@ -30,6 +31,7 @@ from datamodules import PRESENT_LABELS, REFERENCE_SEED, letter, reference_sample
 from labkit.errors import SettingsError
 from labkit.figures import plt, save
 from labkit.progress import Progress, duration, printed_lines, report, stage
+from reduction.backend import place_device, place_name, select_backend, where
 from reduction.choices import MAP_METHODS
 from reduction.estimators import LLE, MDS, PCA, TSNE
 from reduction.scores import knn_accuracy, trustworthiness_on_sample
@@ -153,12 +155,15 @@ def fit_map(method: str, X: np.ndarray, profile: Profile, backend: str, seed: in
         params = estimator.params_
         details = {"reconstruction_error": estimator.reconstruction_error_}
     elif method == "mds":
-        # Serial SMACOF runs print each iteration's stress here (reported per run); parallel ones
-        # run in worker processes, whose prints would bypass the log: a heartbeat covers them.
+        # scikit-learn's serial SMACOF runs print each iteration's stress here (reported per run);
+        # parallel ones run in worker processes, whose prints would bypass the log: a heartbeat
+        # covers them. The torch SMACOF reports each run's end itself.
         serial = profile.mds_n_jobs is None
         estimator = MDS(random_state=seed, backend=backend, n_jobs=profile.mds_n_jobs, verbose=2 if serial else 0)
-        report(f"[mds] {estimator.n_init} SMACOF runs of up to {estimator.max_iter} iterations on {len(X)} rows, "
-               + ("one after another" if serial else "in parallel worker processes"))
+        chosen = select_backend(backend)
+        device = place_device(place_name(where("mds", chosen), chosen))
+        how = f"as one batch on {device}" if device else "one after another" if serial else "in parallel worker processes"
+        report(f"[mds] {estimator.n_init} SMACOF runs of up to {estimator.max_iter} iterations on {len(X)} rows, {how}")
         with printed_lines(SMACOFLines("[mds]", estimator.n_init, estimator.max_iter)):
             embedding = estimator.fit_transform(X)
         params = estimator.params_

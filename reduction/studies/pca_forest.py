@@ -30,6 +30,7 @@ import numpy as np
 from datamodules import REFERENCE_SEED, letter, reference_sample
 from labkit.figures import image_grid, plt, save
 from labkit.progress import report, stage
+from reduction.backend import where
 from reduction.estimators import RandomForest
 from reduction.forest_grid import GRID_METHODS, PREFIX_PLACES, TRUNCATE_PLACES, ForestGridSearch, grid_axis, grid_matrix
 from reduction.scores import classification_metrics
@@ -223,7 +224,7 @@ def _grid_step(study: StudyRun, name: str, profile: Profile, features: FeatureSe
                             cache_dir=cache_dir, name=name, method=profile.forest_method)
     # What a Ctrl-C keeps follows the cache's unit: a depth, or a whole truncated grid (cuML's
     # trees cannot be cut, so there the grid goes depth by depth whatever the profile says).
-    truncates = profile.forest_method == "truncate" and study.backend.name in TRUNCATE_PLACES
+    truncates = profile.forest_method == "truncate" and where("random_forest", study.backend) in TRUNCATE_PLACES
     kept = None
     if cache_dir and truncates:
         kept = ("finished grids are cached and a rerun takes them from there; this grid starts again; "

@@ -43,7 +43,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state, check_symmetric
 from sklearn.utils.validation import validate_data
 
-from reduction.torch_places.common import Heartbeat, resolve_device, resolve_dtype
+from reduction.torch_places.common import Heartbeat, resolve_device, resolve_dtype, to_tensor
 
 # scikit-learn replaces exact zeros among the map distances by this before dividing by them.
 ZERO_DISTANCE = 1e-5
@@ -279,22 +279,24 @@ class TorchSMACOF(BaseEstimator):
         dtype = resolve_dtype(self.dtype)
         n = len(X)
         if self.metric == "precomputed":
-            D = torch.as_tensor(check_symmetric(X, raise_exception=True), device=self.device_)
+            D = to_tensor(check_symmetric(X, raise_exception=True), self.device_)
         else:
-            D = dissimilarities(torch.as_tensor(X, device=self.device_))
+            D = dissimilarities(to_tensor(X, self.device_))
         starts = self._starts(n, D, init)
         normalized = (not self.metric_mds) if self.normalized_stress == "auto" else bool(self.normalized_stress)
         n_starts = len(starts)
         heartbeat = Heartbeat()
         heartbeat.line(f"SMACOF: {n_starts} start(s) on {n} rows as one batch on {self.device_} ({self.dtype}), "
                        f"up to {self.max_iter} iterations each")
+        heartbeat.mark()
 
         def on_stop(start, stress, n_iter, converged):
             heartbeat.line(f"SMACOF start {start + 1}/{n_starts}: stress {stress:.6g} after {n_iter} iterations "
                            f"({'converged' if converged else 'max_iter reached'})")
 
         def on_iteration(it, running):
-            heartbeat.beat(lambda: f"SMACOF iteration {it + 1}/{self.max_iter}: {running} of {n_starts} start(s) running")
+            heartbeat.beat(lambda: f"SMACOF iteration {it + 1}/{self.max_iter}: {running} of {n_starts} start(s) "
+                                   f"running, at most {heartbeat.left(it + 1, self.max_iter)}")
 
         configurations, stresses, n_iters = smacof_batched(
             D.to(dtype), torch.as_tensor(starts, device=self.device_).to(dtype), max_iter=int(self.max_iter),

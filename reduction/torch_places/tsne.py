@@ -66,7 +66,7 @@ from reduction.estimators.embedding import (
     TSNE_PRE_MOMENTUM,
     sklearn_auto_learning_rate,
 )
-from reduction.torch_places.common import Heartbeat, resolve_device, resolve_dtype
+from reduction.torch_places.common import Heartbeat, resolve_device, resolve_dtype, to_tensor
 
 # The TorchDR release this translation was read against (pyproject.toml pins it).
 TORCHDR_VERSION = "0.5"
@@ -143,38 +143,54 @@ def scikit_learn_descent(exploration_iter: int = TSNE_EXPLORATION_ITER, momenta=
 
 
 class ScikitLearnTSNE(torchdr.TSNE):
-    """TorchDR's TSNE with t-SNE's normalisation of Q (pairs i != j) and the final KL divergence.
+    """TorchDR's TSNE with t-SNE's normalisation of Q (pairs i != j), the KL divergence, and progress.
 
     ``_compute_repulsive_loss`` is the hook TorchDR's neighbour-embedding subclasses implement;
     TorchDR's own sums ``1 / (1 + d^2)`` over the whole matrix, its diagonal of ones included.
     ``clear_memory`` (TorchDR calls it as a fit ends, before dropping P) first computes
-    ``kl_divergence_``. ``on_training_step_end`` also reports progress every few seconds.
+    ``kl_divergence_``. With a :class:`Heartbeat` in ``heartbeat``, the affinity's end and,
+    every :data:`HEARTBEAT_SECONDS`, the iteration with the map's KL divergence and the time
+    left are reported (the KL divergence is computed only for a line that is due).
     """
+
+    heartbeat: Heartbeat | None = None
+    joint_: tuple | None = None  # the symmetrised P, for the KL divergence
 
     def _compute_repulsive_loss(self):
         q = (1 + pairwise_distances(self.embedding_, metric="sqeuclidean", backend=self.backend)).reciprocal()
         return torch.log(q.sum() - q.diagonal().sum())
 
+    def on_affinity_computation_end(self):
+        super().on_affinity_computation_end()
+        self.joint_ = joint_probabilities(self.affinity_in_, self.NN_indices_)
+        if self.heartbeat is not None:
+            self.heartbeat.line(f"t-SNE (TorchDR): P from {self.NN_indices_.shape[1]} neighbours per row")
+            self.heartbeat.mark()
+
     def on_training_step_end(self):
         super().on_training_step_end()
-        heartbeat = getattr(self, "heartbeat", None)
-        if heartbeat is not None:
-            heartbeat.beat(lambda: f"t-SNE (TorchDR) iteration {int(self.n_iter_) + 1}/{self.max_iter}")
+        if self.heartbeat is not None:
+            self.heartbeat.beat(self._progress_line)
         return self
 
+    def _progress_line(self) -> str:
+        done = int(self.n_iter_) + 1
+        with torch.no_grad():
+            kl = kl_from_joint(*self.joint_, self.embedding_.detach())
+        return (f"t-SNE (TorchDR) iteration {done}/{self.max_iter}: KL divergence {kl:.4f}, "
+                f"{self.heartbeat.left(done, self.max_iter)}")
+
     def clear_memory(self):
-        if getattr(self, "affinity_in_", None) is not None and getattr(self, "NN_indices_", None) is not None:
+        if self.joint_ is not None:
             with torch.no_grad():
-                self.kl_divergence_ = kl_divergence(self.affinity_in_, self.NN_indices_, self.embedding_.detach())
+                self.kl_divergence_ = kl_from_joint(*self.joint_, self.embedding_.detach())
+            self.joint_ = None
         super().clear_memory()
 
 
-def kl_divergence(P: torch.Tensor, neighbours: torch.Tensor, embedding: torch.Tensor) -> float:
-    """KL(P || Q) of a map, P given per row on its neighbours ([N, k] values and indices, summing to 1).
-
-    P is symmetrised, ``(P + P^T) / 2``, as t-SNE's joint probabilities are; Q is the Student-t
-    kernel normalised over pairs ``i != j``, summed in blocks of rows.
-    """
+def joint_probabilities(P: torch.Tensor, neighbours: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """t-SNE's joint probabilities ``(P + P^T) / 2`` from P given per row on its neighbours ([N, k]
+    values and indices, summing to 1): (rows i, columns j, values p) of the pairs with p > 0, float64."""
     n, k = P.shape
     rows = torch.arange(n, device=P.device).repeat_interleave(k)
     columns = neighbours.reshape(-1).long()
@@ -182,16 +198,28 @@ def kl_divergence(P: torch.Tensor, neighbours: torch.Tensor, embedding: torch.Te
     # Each entry once as (i, j) and once as (j, i), halved; entries at the same pair add up.
     pairs, where = torch.unique(torch.cat([rows * n + columns, columns * n + rows]), return_inverse=True)
     p = torch.zeros(len(pairs), dtype=torch.float64, device=P.device).index_add_(0, where, torch.cat([halves, halves]))
-    i, j = pairs // n, pairs % n
+    positive = p > 0
+    return pairs[positive] // n, pairs[positive] % n, p[positive]
+
+
+def kl_from_joint(i: torch.Tensor, j: torch.Tensor, p: torch.Tensor, embedding: torch.Tensor) -> float:
+    """KL(P || Q) of a map for joint probabilities (i, j, p): Q is the Student-t kernel normalised
+    over pairs ``i != j``, summed in blocks of rows."""
     Y = embedding.double()
+    n = len(Y)
     log_kernel = -torch.log1p(((Y[i] - Y[j]) ** 2).sum(-1))
     total = torch.zeros((), dtype=torch.float64, device=Y.device)
     for begin in range(0, n, KL_BLOCK_ROWS):
         block = Y[begin:begin + KL_BLOCK_ROWS]
         total += (1 + torch.cdist(block, Y).square()).reciprocal().sum()
     total -= n  # the diagonal's ones
-    positive = p > 0
-    return float((p[positive] * (p[positive].log() - log_kernel[positive])).sum() + torch.log(total))
+    return float((p * (p.log() - log_kernel)).sum() + torch.log(total))
+
+
+def kl_divergence(P: torch.Tensor, neighbours: torch.Tensor, embedding: torch.Tensor) -> float:
+    """KL(P || Q) of a map, P given per row on its neighbours ([N, k] values and indices, summing
+    to 1), symmetrised as t-SNE's joint probabilities are (:func:`joint_probabilities`)."""
+    return kl_from_joint(*joint_probabilities(P, neighbours), embedding)
 
 
 def torchdr_tsne_kwargs(
@@ -314,8 +342,8 @@ class TorchDRTSNE(BaseEstimator):
         model = ScikitLearnTSNE(**kwargs)
         model.heartbeat = Heartbeat()
         model.heartbeat.line(f"t-SNE (TorchDR {torchdr.__version__}): {len(X)} rows on {self.device_} ({self.dtype}), "
-                             f"{self.max_iter} iterations")
-        embedding = model.fit_transform(torch.as_tensor(X, device=self.device_).to(dtype))
+                             f"{self.max_iter} iterations, perplexity {self.perplexity:g}")
+        embedding = model.fit_transform(to_tensor(X, self.device_).to(dtype))
         self.embedding_ = embedding.detach().cpu().numpy().astype(np.float64)
         self.n_iter_ = int(model.n_iter_)
         self.kl_divergence_ = getattr(model, "kl_divergence_", None)
