@@ -69,6 +69,23 @@ class InterruptWatch(Callback):
         return f"at epoch {min(self.epoch + 1, total_epochs)}/{total_epochs}"
 
 
+class SharedRunName(Callback):
+    """The run folder's name, as the first process chose it, known to every process.
+
+    Under DDP only the first process claims the run folder (another run may already hold the
+    name it wanted, so it may end in ``_run2``); the others start with a label. In ``setup``,
+    once the processes are connected, every one takes :attr:`name` from global rank 0 through
+    the strategy's ``broadcast``, so that all of them report the same run. With one process the
+    name stays as it is.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.name = trainer.strategy.broadcast(self.name, src=0)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written under a temporary name beside their final one and renamed into place.
 

@@ -25,10 +25,8 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from labkit.files import write_json, write_text
 from labkit.progress import Interrupted, report
-from lightning_modules.callbacks import InterruptWatch
 from lightning_modules.fused import MemberSpec, member_specs
-from lightning_modules.mlp_module import parameter_report
-from lightning_modules.training import TrainConfig, claim_run_folder, interruptible, run_name, train_mlp, write_run_pictures
+from lightning_modules.training import RunResults, TrainConfig, claim_run_folder, run_name, train_mlp
 
 
 def setting_names(base: TrainConfig, specs: list[MemberSpec]) -> list[str]:
@@ -82,12 +80,11 @@ def _train_sequentially(base: TrainConfig, specs: list[MemberSpec], names: list[
 
 
 def _train_fused(base: TrainConfig, specs: list[MemberSpec], names: list[str]) -> list[dict]:
-    from datamodules.augment import AugmentConfig
     from lightning_modules.fused import train_fused
 
     root = Path(base.logdir) / "mlp"
     boards: list[TensorBoardLogger] = []
-    watch = InterruptWatch()
+    run = None
     # Members of one learning rate side by side in the fused model: its optimizer then makes one
     # Adam kernel call per learning rate (see MemberAdam). Results come back in the sweep's order.
     order = sorted(range(len(specs)), key=lambda i: specs[i].lr)
@@ -97,66 +94,26 @@ def _train_fused(base: TrainConfig, specs: list[MemberSpec], names: list[str]) -
             boards.append(TensorBoardLogger(base.logdir, name="mlp", version=claim_run_folder(root, name), default_hp_metric=False))
         members = MemberLoggers({spec.name: board for spec, board in zip(specs, boards)}, base.epochs, echo=base.echo)
         report(f"fused sweep: {len(specs)} settings trained together ({', '.join(names)})")
-        run = interruptible(
-            train_fused, watch, [specs[i] for i in order],
-            data_dir=base.data_dir, epochs=base.epochs, batch_size=base.batch_size, data_seed=base.seed,
-            limit_rows=base.limit_rows, accelerator=base.accelerator, logger=[members], callbacks=[watch],
-            augment=AugmentConfig(strength=base.augment) if base.augment else None, flush_denormal=base.flush_denormal,
-        )
+        run = train_fused([specs[i] for i in order], base, logger=[members])
         report(f"fused sweep: {run['seconds_per_epoch']:.2f} s per epoch for all {len(specs)} settings on {run['device']}")
         return [_member_results(base, run, position[index], spec, board) for index, (spec, board) in enumerate(zip(specs, boards))]
     except BaseException as exc:
         for board in boards:  # runs without results.json are no runs (as in train_mlp), whatever stopped them
             shutil.rmtree(board.log_dir, ignore_errors=True)
         if isinstance(exc, KeyboardInterrupt):
-            raise Interrupted(f"{watch.where(base.epochs)} of the fused sweep ({len(specs)} settings); "
-                              "nothing written for these runs") from None
+            where = str(exc) if isinstance(exc, Interrupted) else "while loading the data" if run is None else "while writing the results"
+            raise Interrupted(f"{where} of the fused sweep ({len(specs)} settings); nothing written for these runs") from None
         raise
 
 
 def _member_results(base: TrainConfig, run: dict, index: int, spec: MemberSpec, board: TensorBoardLogger) -> dict:
-    """One member's results.json, in ``train_mlp``'s schema, its pictures and its HParams;
-    ``index``: its place in the fused model."""
-    model, datamodule = run["model"], run["datamodule"]
+    """One member's results (:class:`~lightning_modules.training.RunResults`), written into its
+    run folder; ``index``: its place in the fused model."""
     member = run["members"][index]
     config = dataclasses.replace(base, act=spec.act, lr=spec.lr, seed=spec.seed, name=board.version)
-    classifier = model.member_classifier(index)
-    results = {
-        **{key: value for key, value in dataclasses.asdict(config).items() if key != "echo"},
-        "run": board.version,
-        "log_dir": board.log_dir,
-        "test_loss": member["test_loss"],
-        "test_acc": member["test_acc"],
-        "best_val_acc": member["best_val_acc"],
-        "best_epoch": member["best_epoch"],
-        "history": member["history"],
-        "params": parameter_report(classifier),
-        # Every member trains in every step: this is the time of one epoch of all of them.
-        "seconds_per_epoch": run["seconds_per_epoch"],
-        "total_seconds": run["total_seconds"],
-        "device": run["device"],
-        "world_size": run["world_size"],
-        "rows": {
-            "train": len(datamodule.arrays.train_labels),
-            "val": len(datamodule.arrays.val_labels),
-            "test": len(datamodule.arrays.test_labels),
-        },
-        "best_checkpoint": None,  # the fused sweep keeps no per-member checkpoints
-        "augmentation": datamodule.augment.as_dict() if datamodule.augment else None,
-        "pictures": [],
-        "fused": {"members": len(run["members"]), "member": index, "init_seed": spec.seed, "data_seed": base.seed},
-    }
-    if base.pictures:
-        results["pictures"] = write_run_pictures(config, datamodule, classifier, board)
-    board.log_hyperparams(
-        {"lr": spec.lr, "act": spec.act, "epochs": base.epochs, "batch_size": base.batch_size, "seed": spec.seed,
-         "augment": base.augment},
-        metrics={"hparams/test_acc": results["test_acc"], "hparams/test_loss": results["test_loss"],
-                 "hparams/best_val_acc": results["best_val_acc"] or 0.0},
-    )
-    board.finalize("success")
-    write_json(Path(board.log_dir) / "results.json", results)
-    return results
+    fused = {"members": len(run["members"]), "member": index, "init_seed": spec.seed, "data_seed": base.seed}
+    return RunResults(config, board.version, board.log_dir, run["model"].member_classifier(index), run["datamodule"], run["fit"],
+                      member["history"], member["test_loss"], member["test_acc"], fused=fused).write(board)
 
 
 class MemberLoggers(Logger):
