@@ -24,6 +24,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from labkit.files import write_json, write_text
+from labkit.numbers import with_spread
 from labkit.progress import Interrupted, report
 from lightning_modules.fused import MemberSpec, member_specs
 from lightning_modules.training import RunResults, TrainConfig, claim_run_folder, run_name, train_mlp
@@ -220,13 +221,6 @@ def _selection_key(row: dict) -> tuple[float, float]:
     return accuracy, -loss
 
 
-def _with_spread(row: dict, key: str, digits: int = 4) -> str:
-    value, spread = row[key], row.get(f"{key}_std")
-    if value is None:
-        return "n/a"
-    return f"{value:.{digits}f} ± {spread:.{digits}f}" if spread is not None else f"{value:.{digits}f}"
-
-
 def summary_markdown(summary: dict) -> str:
     several = any(len(row["seeds"]) > 1 for row in summary["settings"])
     over = f" (mean ± sd over {max(len(row['seeds']) for row in summary['settings'])} seeds)" if several else ""
@@ -236,10 +230,8 @@ def summary_markdown(summary: dict) -> str:
     ]
     for row in summary["settings"]:
         seconds = "n/a" if row["seconds_per_epoch"] is None else f"{row['seconds_per_epoch']:.2f}"
-        lines.append(
-            f"| {row['act']} | {row['lr']:g} | {_with_spread(row, 'test_loss')} | {_with_spread(row, 'test_acc')} "
-            f"| {_with_spread(row, 'best_val_acc')} | {seconds} |"
-        )
+        spread = {key: with_spread(row[key], row.get(f"{key}_std")) for key in ("test_loss", "test_acc", "best_val_acc")}
+        lines.append(f"| {row['act']} | {row['lr']:g} | {spread['test_loss']} | {spread['test_acc']} | {spread['best_val_acc']} | {seconds} |")
     config = summary.get("config", {})
     if config.get("way") == "fused":
         lines += ["", f"Trained fused: all {len(summary['runs'])} runs in one loop; s/epoch is one epoch of all of them."]

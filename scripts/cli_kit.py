@@ -45,6 +45,7 @@ from pathlib import Path
 
 from labkit.errors import SettingsError
 from labkit.files import FolderInUse, FolderLock, UnusableOutput, write_json  # noqa: F401  (scripts take them from here)
+from labkit.numbers import int_list  # noqa: F401  (scripts take it from here)
 from labkit.progress import heartbeat, interruption_message  # noqa: F401
 
 SUCCESS = 0
@@ -326,29 +327,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
-
-
-def int_list(text: str, what: str = "list") -> list[int]:
-    """``START:STOP:STEP`` (STOP included when on the step) or a comma list ``5,10,20``.
-
-    Raises ValueError with a one-line message on a malformed or empty list.
-    """
-    text = text.strip()
-    form = f"expected START:STOP:STEP or a comma list of integers, got {text!r}"
-    try:
-        parts = [int(part) for part in text.split(":" if ":" in text else ",") if part.strip()]
-    except ValueError:
-        raise ValueError(form) from None
-    if ":" in text:
-        if len(parts) != 3:
-            raise ValueError(form)
-        start, stop, step = parts
-        if step < 1:
-            raise ValueError(f"the step must be positive in {text!r}")
-        parts = list(range(start, stop + 1, step))
-    if not parts:
-        raise ValueError(f"the {what} {text!r} is empty")
-    return parts
 
 
 def parsed_by(parse):
