@@ -20,12 +20,13 @@ import shutil
 import statistics
 from pathlib import Path
 
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from labkit.files import write_json, write_text
 from labkit.numbers import with_spread
 from labkit.progress import Interrupted, report
+from lightning_modules.callbacks import MetricsOnlyLogger
 from lightning_modules.fused import MemberSpec, member_specs
 from lightning_modules.training import RunResults, TrainConfig, claim_run_folder, run_name, train_mlp
 
@@ -117,23 +118,18 @@ def _member_results(base: TrainConfig, run: dict, index: int, spec: MemberSpec, 
                       member["history"], member["test_loss"], member["test_acc"], fused=fused).write(board)
 
 
-class MemberLoggers(Logger):
+class MemberLoggers(MetricsOnlyLogger):
     """Hands each fused member's metrics (``<member>/<stage>/<metric>``) to that member's own
     TensorBoard run as ``<stage>/<metric>``, at the same steps ``train_mlp`` logs them, so that
-    fused and sequential runs overlay in TensorBoard; reports one line per epoch."""
+    fused and sequential runs overlay in TensorBoard; reports one line per epoch. Each member's
+    HParams are written with its final numbers, once its results are."""
+
+    name = "members"
 
     def __init__(self, boards: dict[str, TensorBoardLogger], total_epochs: int, echo: bool = True) -> None:
         super().__init__()
         self.boards, self.total_epochs, self.echo = boards, total_epochs, echo
         self._epoch: dict[str, dict[str, float]] = {}  # this epoch's numbers so far, per member
-
-    @property
-    def name(self) -> str:
-        return "members"
-
-    @property
-    def version(self) -> int:
-        return 0
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -160,14 +156,6 @@ class MemberLoggers(Logger):
                 parts.append(f"{metric} median {statistics.median(values.values()):.4f}, "
                              f"best {values[best]:.4f} ({self.boards[best].version})")
         return "  ".join(parts)
-
-    @rank_zero_only
-    def log_hyperparams(self, params, *args, **kwargs) -> None:
-        pass  # each member's HParams are written with its final numbers, at the end
-
-    @rank_zero_only
-    def finalize(self, status: str) -> None:
-        pass  # members are finalised once their results are written
 
 
 def summarize(runs: list[dict]) -> dict:
