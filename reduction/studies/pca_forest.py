@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules import REFERENCE_SEED, letter, reference_sample
-from labkit.confusion import confusion_figure
+from labkit import confusion
 from labkit.figures import image_grid, plt, save
 from labkit.progress import report, stage
 from reduction.estimators import RandomForest
@@ -414,4 +414,4 @@ def plot_grid_heatmap(grid: ForestGridSearch, feature_name: str, path: str | os.
 
 def plot_confusion(y_true, y_pred, title: str, path: str | os.PathLike) -> Path:
     """The test letters' confusion matrix (:func:`labkit.confusion.confusion_figure`) as a PNG."""
-    return save(confusion_figure(y_true, y_pred, letter, title), path)
+    return save(confusion.confusion_figure(y_true, y_pred, letter, title), path)
