@@ -17,10 +17,10 @@ indicative; compare ratios from one run.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
+from epoch_rounds import interleaved, print_table
 from torch.nn import functional as F
 
 from datamodules import load_splits
@@ -103,18 +103,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, "
           f"{len(labels)} training rows, batch {BATCH}, {augmenter.config}", flush=True)
     ways = make_ways(images, labels, arrays.train_images, augmenter, args.seed)
-    seconds = {name: [] for name in ways}
-    for round_ in range(args.repeats):
-        for name, way in ways.items():
-            seconds[name] += way(args.epochs + 1)[1:]  # the first epoch warms up
-        print(f"round {round_ + 1} done", flush=True)
-    base = statistics.median(seconds["training epoch"])
-    print("\n| way | median s/epoch | min | max | epochs | ratio to training epoch |")
-    print("|---|---|---|---|---|---|")
-    for name, values in seconds.items():
-        median = statistics.median(values)
-        print(f"| {name} | {median:.3f} | {min(values):.3f} | {max(values):.3f} | {len(values)} | {median / base:.2f}x |")
-
+    print_table(interleaved(ways, args.epochs, args.repeats), reference="training epoch")
 
 if __name__ == "__main__":
     main()

@@ -1,33 +1,43 @@
-"""Seconds per training epoch of the 200-50-25 MLP, three ways, in one process.
+"""Seconds per training epoch of the 200-50-25 MLP, several ways, in one process.
 
-    python benchmarks/bench_mlp.py [--epochs 5] [--repeats 2]
+    python benchmarks/bench_mlp.py [--epochs 5] [--repeats 2] [--ways ...]
 
 1. minimal: a hand-written PyTorch loop over in-memory tensors, no metrics (the floor);
 2. naive Lightning: TensorDataset + DataLoader(shuffle=True) and per-step ``self.log``;
 3. this project: SignMNISTDataModule + MLPClassifier, with its per-epoch metrics logged;
-4. and 5. a model that does no work, in a plain loop and in Lightning over the same batches:
+4. the same with Lightning's ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` kept, which the training
+   scripts drop at their entry point (``cli_kit.prefer_cuda_runtime_check``, as every other
+   way here runs): ``torch.optim.Adam.step`` asks ``torch.cuda.is_available()`` every step;
+5. and 6. a model that does no work, in a plain loop and in Lightning over the same batches:
    the fixed cost of each loop, which no model code can remove.
 
-All three train the same model (same initialisation, Adam, batch 32) on the 22,879 training
+All ways train the same model (same initialisation, Adam, batch 32) on the 22,879 training
 rows of the reference split; validation is excluded from the timings. Each way runs
-``--epochs`` epochs per round, the rounds interleave the three ways, and the table reports the
+``--epochs`` epochs per round, the rounds interleave the ways, and the table reports the
 median epoch of each way and its ratio to the minimal loop.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
+import sys
 import time
 import warnings
+from functools import partial
+from pathlib import Path
 
 import lightning as L
 import torch
+from epoch_rounds import interleaved, print_table
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from datamodules import SignMNISTDataModule
 from lightning_modules import EpochTimer, MLPClassifier, make_optimizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from cli_kit import NVML_CHECK_VARIABLE, prefer_cuda_runtime_check  # noqa: E402  (the scripts' entry-point setting)
 
 
 def minimal_loop(datamodule, epochs: int, seed: int) -> list[float]:
@@ -103,6 +113,15 @@ def this_project(datamodule, epochs: int, seed: int) -> list[float]:
     return timer.train_seconds
 
 
+def this_project_with_nvml_check(datamodule, epochs: int, seed: int) -> list[float]:
+    """:func:`this_project` with the variable Lightning sets on import, as a library user has it."""
+    os.environ[NVML_CHECK_VARIABLE] = "1"
+    try:
+        return this_project(datamodule, epochs, seed)
+    finally:
+        prefer_cuda_runtime_check()
+
+
 class NoOpModule(L.LightningModule):
     """One scalar parameter and no computation: what is left is Lightning's own per-step cost."""
 
@@ -143,6 +162,7 @@ WAYS = {
     "minimal PyTorch loop": minimal_loop,
     "naive Lightning": naive_lightning,
     "this project": this_project,
+    "this project, Lightning's NVML check kept": this_project_with_nvml_check,
     # The same batches with a model that does nothing: each way's fixed cost per epoch.
     "no-op model, plain loop": noop_plain_loop,
     "no-op model, Lightning": noop_lightning,
@@ -154,26 +174,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="epochs per way per round (default 5)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds (default 2)")
     parser.add_argument("--seed", type=int, default=22)
+    parser.add_argument("--limit-rows", type=int, default=None, help="first N rows of each CSV only (a smoke test; default all)")
     parser.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS), help="which ways to time (default all)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    datamodule = SignMNISTDataModule()
+    prefer_cuda_runtime_check()  # as the training scripts do, after importing Lightning
+    datamodule = SignMNISTDataModule(limit_rows=args.limit_rows)
     datamodule.setup("fit")
     print(f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
           f"{len(datamodule.arrays.train_labels)} training rows, batch 32", flush=True)
-    ways = {name: WAYS[name] for name in WAYS if name in args.ways}
-    seconds = {name: [] for name in ways}
-    for round_ in range(args.repeats):
-        for name, way in ways.items():
-            # The first epoch of each fit warms up allocators and code paths: not counted.
-            seconds[name] += way(datamodule, args.epochs + 1, args.seed)[1:]
-            print(f"round {round_ + 1}: {name} done", flush=True)
-    floor = statistics.median(seconds.get("minimal PyTorch loop") or next(iter(seconds.values())))
-    print(f"\n| way | median s/epoch | min | max | epochs | ratio to minimal |")
-    print("|---|---|---|---|---|---|")
-    for name, values in seconds.items():
-        median = statistics.median(values)
-        print(f"| {name} | {median:.3f} | {min(values):.3f} | {max(values):.3f} | {len(values)} | {median / floor:.2f}x |")
+    ways = {name: partial(WAYS[name], datamodule, seed=args.seed) for name in WAYS if name in args.ways}  # way(epochs)
+    seconds = interleaved(ways, args.epochs, args.repeats)
+    print_table(seconds, reference="minimal PyTorch loop" if "minimal PyTorch loop" in seconds else next(iter(seconds)))
 
 
 if __name__ == "__main__":

@@ -21,15 +21,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import lightning as L
 import torch
 
 from lightning_modules.sweep import run_sweep
 from lightning_modules.training import TrainConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from cli_kit import prefer_cuda_runtime_check  # noqa: E402  (the scripts' entry-point setting)
 
 LRS = [1e-3, 1e-5, 1e-9]
 ACTS = ["relu", "linear"]
@@ -70,6 +75,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
+    prefer_cuda_runtime_check()  # as scripts/sweep_mlp.py does, after importing Lightning
     for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     print(f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "

@@ -161,8 +161,8 @@ def sweeps(args, accelerator: str, where: str) -> None:
 
     @guarded(f"sweep 6 settings x {args.epochs} epochs, fused", where)
     def run_fused():
-        run = train_fused(member_specs(ACTS, LRS), data_dir=args.data_dir, epochs=args.epochs, limit_rows=args.limit_rows,
-                          accelerator=accelerator)
+        run = train_fused(member_specs(ACTS, LRS), TrainConfig(data_dir=args.data_dir, epochs=args.epochs, limit_rows=args.limit_rows,
+                                                              accelerator=accelerator))
         detail = f"s/epoch; wall {run['total_seconds']:.1f} s"
         if sequential is not None:
             solo = {(s["act"], s["lr"]): s for s in sequential["settings"]}
@@ -181,6 +181,7 @@ def full_sweeps(args, accelerator: str, where: str) -> None:
     """The fused sweep's whole run, 6 settings and 6 x 5 seeds: training seconds (the epochs'
     training parts, validation excluded) and wall time (fit with validation, and test)."""
     from lightning_modules.fused import member_specs, train_fused
+    from lightning_modules.training import TrainConfig
 
     for seeds in (1, 5):
         specs = member_specs(ACTS, LRS, range(22, 22 + seeds))
@@ -188,8 +189,8 @@ def full_sweeps(args, accelerator: str, where: str) -> None:
 
         @guarded(name, where)
         def run():
-            result = train_fused(specs, data_dir=args.data_dir, epochs=args.full_epochs, limit_rows=args.limit_rows,
-                                 accelerator=accelerator)
+            result = train_fused(specs, TrainConfig(data_dir=args.data_dir, epochs=args.full_epochs, limit_rows=args.limit_rows,
+                                                    accelerator=accelerator))
             accuracies = [m["test_acc"] for m in result["members"]]
             row(name, where, sum(result["train_seconds"]),
                 f"training seconds; median epoch {result['seconds_per_epoch']:.3f} s; wall {result['total_seconds']:.1f} s "

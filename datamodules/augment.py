@@ -16,13 +16,13 @@ Only training batches are augmented: :class:`AugmentedBatches` wraps a training 
 Why not ``torchvision.transforms.v2.RandomAffine`` / ``ColorJitter``: their ``functional`` ops
 take ONE parameter set per call (a float angle, a float brightness factor), and the random
 transforms draw one set per call, so a whole batch would share one transform unless they are
-called in a Python loop over its samples: affine + brightness + contrast that way take
-about 2.7 ms for a batch of 32 on one CPU thread, three times a whole training step of the MLP,
-against about 0.23 ms here. Here the per-sample affine matrices make one sampling grid for
-the batch (``affine_grid``'s identity grid, cached, times the matrices) and one ``grid_sample``
-call resamples all images; brightness/contrast are the same blends torchvision's
-``adjust_brightness`` / ``adjust_contrast`` do, with one factor per image; tests check both
-against torchvision's functional ops sample by sample.
+called in a Python loop over its samples, several small operations per image, which would
+cost more than the MLP's training step (``benchmarks/bench_augment.py`` times the batched way).
+Here the per-sample affine matrices make one sampling grid for the batch (``affine_grid``'s
+identity grid, cached, times the matrices) and one ``grid_sample`` call resamples all images;
+brightness/contrast are the same blends torchvision's ``adjust_brightness`` /
+``adjust_contrast`` do, with one factor per image; tests check both against torchvision's
+functional ops sample by sample.
 """
 
 from __future__ import annotations
@@ -47,12 +47,9 @@ class AugmentConfig:
     axis; ``scale``: zoom factor in [1 - s, 1 + s]; ``brightness``: pixel factor in [1 - b, 1 + b];
     ``contrast``: factor in [1 - c, 1 + c] on each image's deviation from its own mean.
     ``strength`` multiplies all five ranges (0: identity, 1: the ranges as given).
-    ``padding_mode`` fills what moves into view, see :class:`BatchAugmenter`.
-
-    Measured on the real data (plain PyTorch loop, relu, Adam lr 1e-3, batch 32, after
-    epoch 10): test accuracy 0.910-0.928 with these defaults (3 seeds) against
-    0.796-0.816 without (2 seeds); strengths 0.5 and 0.75 did as well (0.911-0.936), 1.5 worse
-    (0.731), and ``padding_mode="zeros"`` at strength 1 only 0.756.
+    ``padding_mode`` fills what moves into view, see :class:`BatchAugmenter`. The defaults
+    are small changes a hand sign survives, chosen by test accuracy on the real data against
+    other strengths and paddings.
     """
 
     rotation_deg: float = 11.0
@@ -180,8 +177,7 @@ class BatchAugmenter:
         #     in = R(-angle) / s @ (out - t) = A @ out - A @ t,  A = R(-angle) / s.
         # A shift by a fraction f of the side is 2f in normalised units (the side spans 2).
         # theta = [A | -A t] is what F.affine_grid takes; grid = base @ theta^T is exactly what
-        # it computes, with the identity base grid cached (affine_grid rebuilds it on every call,
-        # two thirds of its cost at 28x28).
+        # it computes, with the identity base grid cached (affine_grid rebuilds it every call).
         cos, sin = torch.cos(p["angle"]), torch.sin(p["angle"])
         linear = (torch.stack([cos, -sin, sin, cos], dim=1) / p["scale"].unsqueeze(1)).view(-1, 2, 2)
         shift = 2 * torch.stack([p["tx"], p["ty"]], dim=1).unsqueeze(2)  # [B, 2, 1]

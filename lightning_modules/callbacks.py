@@ -69,6 +69,23 @@ class InterruptWatch(Callback):
         return f"at epoch {min(self.epoch + 1, total_epochs)}/{total_epochs}"
 
 
+class SharedRunName(Callback):
+    """The run folder's name, as the first process chose it, known to every process.
+
+    Under DDP only the first process claims the run folder (another run may already hold the
+    name it wanted, so it may end in ``_run2``); the others start with a label. In ``setup``,
+    once the processes are connected, every one takes :attr:`name` from global rank 0 through
+    the strategy's ``broadcast``, so that all of them report the same run. With one process the
+    name stays as it is.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.name = trainer.strategy.broadcast(self.name, src=0)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written under a temporary name beside their final one and renamed into place.
 
@@ -89,25 +106,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 stream.write(buffer.getbuffer())
 
 
-class HistoryLogger(Logger):
+class MetricsOnlyLogger(Logger):
+    """A logger that keeps or passes on the metrics Lightning hands it and writes nothing of its
+    own: no folder, and no hyperparameters (a run's HParams are written with its final numbers,
+    ``training.RunResults``). Subclasses name themselves and implement ``log_metrics``."""
+
+    name = "metrics"
+    version = 0
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+
+class HistoryLogger(MetricsOnlyLogger):
     """Keeps every epoch's logged metrics in memory, for results files and plots.
 
     A logger rather than a callback: Lightning hands loggers the epoch's metrics after the
     module's own ``on_*_epoch_end`` hooks have logged them, which callbacks do not see in order.
     """
 
+    name = "history"
+
     def __init__(self, echo: bool = False, total_epochs: int | None = None) -> None:
         super().__init__()
         self.echo, self.total_epochs = echo, total_epochs
         self._by_epoch: dict[int, dict[str, float]] = {}
-
-    @property
-    def name(self) -> str:
-        return "history"
-
-    @property
-    def version(self) -> int:
-        return 0
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -126,10 +150,6 @@ class HistoryLogger(Logger):
         of_total = f"/{total_epochs}" if total_epochs else ""
         values = "  ".join(f"{key} {row[key]:.4f}" for key in sorted(row) if key != "epoch")
         return f"epoch {row['epoch']}{of_total}  {values}"
-
-    @rank_zero_only
-    def log_hyperparams(self, params, *args, **kwargs) -> None:
-        pass
 
     @property
     def history(self) -> list[dict[str, float]]:

@@ -5,7 +5,7 @@
 
 writes to a ``torch.utils.tensorboard.SummaryWriter``:
 
-- ``test/confusion_matrix``: the test confusion matrix with letter labels (a figure);
+- ``test/confusion_matrix``: the test confusion matrix with letter labels (``labkit.confusion``);
 - ``test/misclassified``: the most confident mistakes with their true and predicted letters;
 - ``train/batch_images``: training images as the network sees them (augmented if ``augment``);
 - ``hidden2``: the projector (embedding) of the second hidden layer's activations of up to
@@ -29,6 +29,7 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from datamodules.splits import letter
+from labkit.confusion import confusion_figure
 
 SIDE = 28
 TAG_CONFUSION = "test/confusion_matrix"
@@ -78,52 +79,13 @@ def predict_with_hidden(model: nn.Module, images: torch.Tensor, batch_size: int 
     return torch.cat(logits), torch.cat(hidden)
 
 
-def confusion_counts(labels: np.ndarray, predictions: np.ndarray, classes: list[int]) -> np.ndarray:
-    """counts[i, j]: images of class ``classes[i]`` predicted as ``classes[j]``."""
-    position = {label: k for k, label in enumerate(classes)}
-    counts = np.zeros((len(classes), len(classes)), dtype=np.int64)
-    np.add.at(counts, ([position[int(t)] for t in labels], [position[int(p)] for p in predictions]), 1)
-    return counts
-
-
-def confusion_figure(labels: np.ndarray, predictions: np.ndarray):
-    """The confusion matrix as a figure: colour is the row fraction (recall), numbers are counts.
-
-    Only the classes that occur in ``labels`` or ``predictions`` get a row and column (the data
-    has no J and no Z), labelled with their letters.
-    """
-    from matplotlib.figure import Figure
-
-    classes = sorted(set(labels.tolist()) | set(predictions.tolist()))
-    counts = confusion_counts(labels, predictions, classes)
-    fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    names = [letter(label) for label in classes]
-    accuracy = float(np.trace(counts)) / max(int(counts.sum()), 1)
-
-    size = max(4.0, 0.34 * len(classes) + 1.5)
-    figure = Figure(figsize=(size + 1, size), dpi=100)
-    ax = figure.add_subplot()
-    shown = ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
-    figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true letter")
-    ax.set_xticks(range(len(classes)), names)
-    ax.set_yticks(range(len(classes)), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"test confusion matrix (accuracy {accuracy:.3f}, {int(counts.sum())} images)")
-    for i, j in zip(*np.nonzero(counts)):
-        colour = "white" if fractions[i, j] > 0.5 else "black"
-        ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=6, color=colour)
-    figure.tight_layout()
-    return figure
-
-
 def misclassified_figure(images: torch.Tensor, labels: np.ndarray, predictions: np.ndarray,
                          confidence: np.ndarray, max_images: int = 64, columns: int = 8):
     """A grid of the most confident mistakes, each titled ``true -> predicted (probability)``.
 
-    Drawn as one image with a caption above each tile: one Axes instead of one per picture,
-    which made this figure most of the end-of-training pictures' time (1.5 s of ~2.3 s a run).
-    Returns None when there is no mistake.
+    Drawn as one image with a caption above each tile: one Axes, not one per picture, which
+    would make this figure most of the end-of-training pictures' time. Returns None when there
+    is no mistake.
     """
     from matplotlib.figure import Figure
 
@@ -203,7 +165,7 @@ def write_pictures(
     tags: list[str] = []
 
     if len(test_y):
-        writer.add_figure(TAG_CONFUSION, confusion_figure(test_y, predicted), global_step=global_step)
+        writer.add_figure(TAG_CONFUSION, confusion_figure(test_y, predicted, letter, "test confusion matrix"), global_step=global_step)
         tags.append(TAG_CONFUSION)
         figure = misclassified_figure(test_x, test_y, predicted, confidence)
         if figure is not None:

@@ -20,15 +20,15 @@ import shutil
 import statistics
 from pathlib import Path
 
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from labkit.files import write_json, write_text
+from labkit.numbers import with_spread
 from labkit.progress import Interrupted, report
-from lightning_modules.callbacks import InterruptWatch
+from lightning_modules.callbacks import MetricsOnlyLogger
 from lightning_modules.fused import MemberSpec, member_specs
-from lightning_modules.mlp_module import parameter_report
-from lightning_modules.training import TrainConfig, claim_run_folder, interruptible, run_name, train_mlp, write_run_pictures
+from lightning_modules.training import RunResults, TrainConfig, claim_run_folder, run_name, train_mlp
 
 
 def setting_names(base: TrainConfig, specs: list[MemberSpec]) -> list[str]:
@@ -82,12 +82,11 @@ def _train_sequentially(base: TrainConfig, specs: list[MemberSpec], names: list[
 
 
 def _train_fused(base: TrainConfig, specs: list[MemberSpec], names: list[str]) -> list[dict]:
-    from datamodules.augment import AugmentConfig
     from lightning_modules.fused import train_fused
 
     root = Path(base.logdir) / "mlp"
     boards: list[TensorBoardLogger] = []
-    watch = InterruptWatch()
+    run = None
     # Members of one learning rate side by side in the fused model: its optimizer then makes one
     # Adam kernel call per learning rate (see MemberAdam). Results come back in the sweep's order.
     order = sorted(range(len(specs)), key=lambda i: specs[i].lr)
@@ -97,85 +96,40 @@ def _train_fused(base: TrainConfig, specs: list[MemberSpec], names: list[str]) -
             boards.append(TensorBoardLogger(base.logdir, name="mlp", version=claim_run_folder(root, name), default_hp_metric=False))
         members = MemberLoggers({spec.name: board for spec, board in zip(specs, boards)}, base.epochs, echo=base.echo)
         report(f"fused sweep: {len(specs)} settings trained together ({', '.join(names)})")
-        run = interruptible(
-            train_fused, watch, [specs[i] for i in order],
-            data_dir=base.data_dir, epochs=base.epochs, batch_size=base.batch_size, data_seed=base.seed,
-            limit_rows=base.limit_rows, accelerator=base.accelerator, logger=[members], callbacks=[watch],
-            augment=AugmentConfig(strength=base.augment) if base.augment else None, flush_denormal=base.flush_denormal,
-        )
+        run = train_fused([specs[i] for i in order], base, logger=[members])
         report(f"fused sweep: {run['seconds_per_epoch']:.2f} s per epoch for all {len(specs)} settings on {run['device']}")
         return [_member_results(base, run, position[index], spec, board) for index, (spec, board) in enumerate(zip(specs, boards))]
     except BaseException as exc:
         for board in boards:  # runs without results.json are no runs (as in train_mlp), whatever stopped them
             shutil.rmtree(board.log_dir, ignore_errors=True)
         if isinstance(exc, KeyboardInterrupt):
-            raise Interrupted(f"{watch.where(base.epochs)} of the fused sweep ({len(specs)} settings); "
-                              "nothing written for these runs") from None
+            where = str(exc) if isinstance(exc, Interrupted) else "while loading the data" if run is None else "while writing the results"
+            raise Interrupted(f"{where} of the fused sweep ({len(specs)} settings); nothing written for these runs") from None
         raise
 
 
 def _member_results(base: TrainConfig, run: dict, index: int, spec: MemberSpec, board: TensorBoardLogger) -> dict:
-    """One member's results.json, in ``train_mlp``'s schema, its pictures and its HParams;
-    ``index``: its place in the fused model."""
-    model, datamodule = run["model"], run["datamodule"]
+    """One member's results (:class:`~lightning_modules.training.RunResults`), written into its
+    run folder; ``index``: its place in the fused model."""
     member = run["members"][index]
     config = dataclasses.replace(base, act=spec.act, lr=spec.lr, seed=spec.seed, name=board.version)
-    classifier = model.member_classifier(index)
-    results = {
-        **{key: value for key, value in dataclasses.asdict(config).items() if key != "echo"},
-        "run": board.version,
-        "log_dir": board.log_dir,
-        "test_loss": member["test_loss"],
-        "test_acc": member["test_acc"],
-        "best_val_acc": member["best_val_acc"],
-        "best_epoch": member["best_epoch"],
-        "history": member["history"],
-        "params": parameter_report(classifier),
-        # Every member trains in every step: this is the time of one epoch of all of them.
-        "seconds_per_epoch": run["seconds_per_epoch"],
-        "total_seconds": run["total_seconds"],
-        "device": run["device"],
-        "world_size": run["world_size"],
-        "rows": {
-            "train": len(datamodule.arrays.train_labels),
-            "val": len(datamodule.arrays.val_labels),
-            "test": len(datamodule.arrays.test_labels),
-        },
-        "best_checkpoint": None,  # the fused sweep keeps no per-member checkpoints
-        "augmentation": datamodule.augment.as_dict() if datamodule.augment else None,
-        "pictures": [],
-        "fused": {"members": len(run["members"]), "member": index, "init_seed": spec.seed, "data_seed": base.seed},
-    }
-    if base.pictures:
-        results["pictures"] = write_run_pictures(config, datamodule, classifier, board)
-    board.log_hyperparams(
-        {"lr": spec.lr, "act": spec.act, "epochs": base.epochs, "batch_size": base.batch_size, "seed": spec.seed,
-         "augment": base.augment},
-        metrics={"hparams/test_acc": results["test_acc"], "hparams/test_loss": results["test_loss"],
-                 "hparams/best_val_acc": results["best_val_acc"] or 0.0},
-    )
-    board.finalize("success")
-    write_json(Path(board.log_dir) / "results.json", results)
-    return results
+    fused = {"members": len(run["members"]), "member": index, "init_seed": spec.seed, "data_seed": base.seed}
+    return RunResults(config, board.version, board.log_dir, run["model"].member_classifier(index), run["datamodule"], run["fit"],
+                      member["history"], member["test_loss"], member["test_acc"], fused=fused).write(board)
 
 
-class MemberLoggers(Logger):
+class MemberLoggers(MetricsOnlyLogger):
     """Hands each fused member's metrics (``<member>/<stage>/<metric>``) to that member's own
     TensorBoard run as ``<stage>/<metric>``, at the same steps ``train_mlp`` logs them, so that
-    fused and sequential runs overlay in TensorBoard; reports one line per epoch."""
+    fused and sequential runs overlay in TensorBoard; reports one line per epoch. Each member's
+    HParams are written with its final numbers, once its results are."""
+
+    name = "members"
 
     def __init__(self, boards: dict[str, TensorBoardLogger], total_epochs: int, echo: bool = True) -> None:
         super().__init__()
         self.boards, self.total_epochs, self.echo = boards, total_epochs, echo
         self._epoch: dict[str, dict[str, float]] = {}  # this epoch's numbers so far, per member
-
-    @property
-    def name(self) -> str:
-        return "members"
-
-    @property
-    def version(self) -> int:
-        return 0
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -202,14 +156,6 @@ class MemberLoggers(Logger):
                 parts.append(f"{metric} median {statistics.median(values.values()):.4f}, "
                              f"best {values[best]:.4f} ({self.boards[best].version})")
         return "  ".join(parts)
-
-    @rank_zero_only
-    def log_hyperparams(self, params, *args, **kwargs) -> None:
-        pass  # each member's HParams are written with its final numbers, at the end
-
-    @rank_zero_only
-    def finalize(self, status: str) -> None:
-        pass  # members are finalised once their results are written
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -263,13 +209,6 @@ def _selection_key(row: dict) -> tuple[float, float]:
     return accuracy, -loss
 
 
-def _with_spread(row: dict, key: str, digits: int = 4) -> str:
-    value, spread = row[key], row.get(f"{key}_std")
-    if value is None:
-        return "n/a"
-    return f"{value:.{digits}f} ± {spread:.{digits}f}" if spread is not None else f"{value:.{digits}f}"
-
-
 def summary_markdown(summary: dict) -> str:
     several = any(len(row["seeds"]) > 1 for row in summary["settings"])
     over = f" (mean ± sd over {max(len(row['seeds']) for row in summary['settings'])} seeds)" if several else ""
@@ -279,10 +218,8 @@ def summary_markdown(summary: dict) -> str:
     ]
     for row in summary["settings"]:
         seconds = "n/a" if row["seconds_per_epoch"] is None else f"{row['seconds_per_epoch']:.2f}"
-        lines.append(
-            f"| {row['act']} | {row['lr']:g} | {_with_spread(row, 'test_loss')} | {_with_spread(row, 'test_acc')} "
-            f"| {_with_spread(row, 'best_val_acc')} | {seconds} |"
-        )
+        spread = {key: with_spread(row[key], row.get(f"{key}_std")) for key in ("test_loss", "test_acc", "best_val_acc")}
+        lines.append(f"| {row['act']} | {row['lr']:g} | {spread['test_loss']} | {spread['test_acc']} | {spread['best_val_acc']} | {seconds} |")
     config = summary.get("config", {})
     if config.get("way") == "fused":
         lines += ["", f"Trained fused: all {len(summary['runs'])} runs in one loop; s/epoch is one epoch of all of them."]

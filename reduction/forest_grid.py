@@ -1,44 +1,27 @@
 """A resumable grid search of random forests over trees x depth, and helpers for its grids.
 
-``ForestGridSearch`` scores every (n_estimators, max_depth) cell of a grid on held-out
-validation rows; :func:`best_cell`, :func:`grid_matrix` and :func:`grid_axis` choose, lay out
-and validate the cells. It scores the grid one of two ways (``method``):
+:class:`ForestGridSearch` scores every (n_estimators, max_depth) cell on held-out validation
+rows, one of two ways (``method``):
 
-``"truncate"`` (the default on scikit-learn): one forest for the whole grid. A tree grown with
-``max_depth=d`` is, in distribution, the tree grown deeper by the same procedure and cut at
-depth d: growth is top-down, and whether and how a node splits depends only on the (bootstrap-
-weighted) training rows that reach it, the settings and fresh random draws, never on what is
-grown below it or beside it. scikit-learn also stores at every node, internal or leaf, the
-class distribution a leaf there would predict: ``tree_.value[node]`` is the weighted class
-fraction of the training rows reaching the node (``ClassificationCriterion.node_value``:
-``sum_total / weighted_n_node_samples``, with the bootstrap counts as sample weights, written
-for every node by the tree builder "to facilitate tree/model inspection"; read in the installed
-scikit-learn 1.9.1 source). So the search grows ``max(n_estimators)`` trees once, with
-``max_depth=max(max_depth grid)`` (a tree that stops growing earlier is the same as one grown
-without a limit), and scores the cell (n, d) as ``predict_proba`` would score a forest of n
-trees of depth d: for every row and tree, the class distribution at the node where the row's
-path reaches depth d (its leaf, when the path ends sooner), averaged over the first n trees
-(:class:`DepthVotes`). Cells at the top depth are exactly those of real forests with those
-settings; cells above it match real forests in distribution, not tree for tree (a cut tree
-draws no random numbers below the cut, so the real shallower tree's later nodes see other
-draws). tests/test_forest_truncation.py checks both against real forests, the second with
-several seeds. The forest is grown in batches (``warm_start``: the same trees as one fit),
-each batch ending at the next n of the grid, so progress and Ctrl-C can name the trees.
+``"truncate"`` (the default on scikit-learn): one forest of ``max(n_estimators)`` trees grown to
+``max(max_depth)``, the cell (n, d) scored as its first n trees cut at depth d. A tree grows
+top-down, and whether a node splits depends only on the training rows reaching it, the
+settings and fresh random draws, so a tree cut at depth d is, in distribution, a tree grown with
+``max_depth=d``; scikit-learn keeps at every node the class distribution a leaf there would
+predict (``tree_.value``), so a cut tree predicts without a refit (:class:`DepthVotes`). Cells
+at the top depth are exactly real forests, shallower cells real forests in distribution, not
+tree for tree (``tests/test_forest_truncation.py`` checks both). The forest grows in batches
+ending at each n of the grid (``warm_start``), so that progress and Ctrl-C can name the trees.
 
-``"per_depth"``: one forest per depth, the largest of the grid, each smaller cell scored on a
-prefix of its trees (:func:`prefix_predictions`). A scikit-learn forest draws one seed per tree,
-in order, from ``random_state``, so the forest of k trees is exactly the first k trees of the
-forest of K > k trees: every cell is exactly the forest an ordinary fit with its settings
-gives. cuML grows its trees on the GPU with its own seeding and its trees cannot be read node
-by node, so there every cell is a forest of its own, whichever method was asked for.
+``"per_depth"``: one forest per depth with the grid's largest n, each smaller n scored on a
+prefix of its trees (:func:`prefix_predictions`): scikit-learn draws one seed per tree, in
+order, so the first k trees are exactly the forest of k trees. cuML's trees can be neither cut
+nor read node by node, so there every cell is a forest of its own, whichever method was asked.
 
-The cache (:class:`GridCache`, small JSON files keyed by a fingerprint of the data, the axes,
-the method and every setting that changes the result) makes an interrupted or repeated search
-pick up where it stopped. Its unit follows the method: one file per finished depth for
-``per_depth``, one file per finished grid for ``truncate``. A truncated grid cannot resume in
-the middle of its forest (that would need the running sums of every row, tens of megabytes, and
-the trees grown so far); it costs about what one or two depths of the per-depth way cost, so
-an interrupted truncated grid is grown again from its first tree.
+:class:`GridCache` keeps finished work in small JSON files keyed by everything that changes the
+result, so an interrupted or repeated search resumes: per finished depth (``per_depth``) or per
+finished grid (``truncate``, which starts its forest again: resuming in the middle would need
+every row's running sums and the trees grown so far).
 """
 
 from __future__ import annotations
@@ -72,13 +55,9 @@ CACHE_FORMAT = 2
 
 
 def node_probabilities(tree) -> np.ndarray:
-    """[n_nodes, n_classes]: the class distribution stored at every node of a fitted
-    scikit-learn ``DecisionTreeClassifier``, internal nodes included.
-
-    ``tree_.value`` holds the weighted class fractions of the training rows reaching each node
-    (scikit-learn >= 1.4); they are normalised here exactly as ``predict_proba`` normalises a
-    leaf's (a row summing to 0 is left as it is), so that at a leaf this is what the tree predicts.
-    """
+    """[n_nodes, n_classes]: the class distribution at every node of a fitted scikit-learn
+    ``DecisionTreeClassifier``, internal nodes included, normalised as ``predict_proba``
+    normalises a leaf's (so at a leaf, what the tree predicts)."""
     value = tree.tree_.value[:, 0, : tree.n_classes_]
     total = value.sum(axis=1, keepdims=True)
     total[total == 0.0] = 1.0
@@ -89,10 +68,8 @@ def nodes_at_depths(tree, X, depths) -> np.ndarray:
     """[len(depths), n_rows]: the node each row's path reaches at each depth (the root is depth
     0), or its leaf where the path ends sooner. ``X`` is float32, as the trees split it.
 
-    One pass over the tree per row (``decision_path``, scikit-learn's compiled walk, which
-    releases the GIL); a row's path lists its nodes from the root down. That order holds even
-    if the indices were sorted: a node is added to the tree before its children, so node ids
-    grow along every path.
+    ``decision_path`` lists a row's nodes from the root down (a node is added to the tree
+    before its children, so node ids grow along every path): the node at depth d is entry d.
     """
     path = tree.decision_path(X, check_input=False)
     starts = path.indptr[:-1]
@@ -103,13 +80,11 @@ def nodes_at_depths(tree, X, depths) -> np.ndarray:
 class DepthVotes:
     """Running sums over trees of every row's class distribution at each depth of ``depths``.
 
-    ``add(trees)`` adds trees in order; ``proba()`` ([len(depths), n_rows, n_classes]) is then,
-    for each depth d, the mean over the trees added so far of the distribution at the node the
-    row reaches at depth d (or its leaf), which is what ``predict_proba`` of a forest of those
-    trees grown with ``max_depth=d`` gives where the trees agree with their cut (see the module
-    doc). Rows are split into blocks, one per thread; each block adds the trees in order, so
-    the sums do not depend on the number of threads. Memory: the sums, 8 bytes per row, depth
-    and class, and one row block's distribution at a time.
+    ``add(trees)`` adds trees in order; ``proba()`` ([len(depths), n_rows, n_classes]) is, per
+    depth d, the mean over the trees added so far of the distribution at the node each row
+    reaches at depth d (or its leaf): ``predict_proba`` of those trees cut at d. Rows are split
+    into blocks, one per thread, each adding the trees in order, so the sums do not depend on
+    the number of threads.
     """
 
     def __init__(self, X, depths, n_classes: int, n_jobs=-1) -> None:
@@ -169,12 +144,10 @@ def truncated_proba(forest, X, depths, n_trees=None, n_jobs=1) -> np.ndarray:
 
 def prefix_predictions(forest, X, sizes, n_jobs=-1) -> dict[int, np.ndarray]:
     """Predicted labels of the forests made of the first k trees of a fitted scikit-learn
-    ``RandomForestClassifier``, for every k in ``sizes``.
-
-    The probabilities are summed tree by tree in the forest's order and divided by k, exactly
-    as ``predict_proba`` does with ``n_jobs=1``, so each prefix predicts what a forest grown with
-    ``n_estimators=k`` and the same ``random_state`` predicts. Rows are split among threads
-    (tree prediction releases the GIL); each thread still adds its trees in order.
+    ``RandomForestClassifier``, for every k in ``sizes``: what a forest grown with
+    ``n_estimators=k`` and the same ``random_state`` predicts (the probabilities summed tree by
+    tree in order and divided by k, as ``predict_proba`` does with ``n_jobs=1``; rows split
+    among threads, each adding its trees in order).
     """
     from joblib import Parallel, delayed, effective_n_jobs
 
@@ -233,12 +206,8 @@ def array_fingerprint(*arrays) -> str:
 
 class GridCache:
     """Finished grid depths (method "per_depth") or whole grids ("truncate") as JSON files in
-    ``directory``, read back only when their key matches.
-
-    A file that cannot be read, is not JSON, carries another key or is incomplete counts as
-    absent (it is recomputed and overwritten). Files are written to a temporary name and
-    renamed, so an interrupted write never leaves half a file under the real name.
-    """
+    ``directory``, read back only when their key matches; a file that cannot be read, carries
+    another key or is incomplete counts as absent. Files are written atomically."""
 
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
@@ -285,24 +254,32 @@ class GridCache:
 class ForestGridSearch:
     """Random forests over ``n_estimators_grid`` x ``max_depth_grid``, scored on validation rows.
 
-    ``fit(X, y, X_val, y_val)`` records, for every cell, accuracy and weighted precision, recall
-    and F1 on the training rows (``train_*``) and on the validation rows (``val_*``).
-    ``method`` is "truncate" (one forest for the whole grid, cut at each depth) or "per_depth"
-    (one forest per depth, exact prefixes); see the module doc. Places whose trees cannot be cut
-    (cuML) run "per_depth", with one forest per cell, and say so.
-    With ``cache_dir`` set, finished work is stored there (each depth for "per_depth", the whole
-    grid for "truncate") and reused by later fits on the same data and settings; ``name``
-    labels the files (e.g. "raw", "pca").
+    ``fit(X, y, X_val, y_val)`` records for every cell the accuracy and the weighted precision,
+    recall and F1 on the training rows (``train_*``) and on the validation rows (``val_*``).
 
-    Fitted attributes: ``cells_`` (dicts: n_estimators, max_depth, the eight metrics and
-    ``fit_seconds``, which is None for cells scored from a larger forest), ``best_`` (see
-    :func:`best_cell`), ``place_`` (the place the forests ran), ``method_`` (the method that
-    ran), ``forests_grown_`` and ``trees_grown_`` (by this call), ``depths_from_cache_``
-    (every depth when a truncated grid came from the cache), ``seconds_`` (growing and scoring
-    the cells, as first computed when they came from the cache), ``depth_seconds_`` ({depth:
-    seconds}, "per_depth" only; empty for "truncate"), ``grow_seconds_`` and ``score_seconds_``
-    ("truncate" only; None for "per_depth"), ``grown_max_depth_`` (the depth the truncated
-    forest was grown to; None for "per_depth").
+    Parameters
+    ----------
+    method
+        "truncate" or "per_depth" (see the module doc); where trees cannot be cut (cuML),
+        "per_depth" with one forest per cell, with a note.
+    cache_dir, name
+        Where finished work is kept and reused by later fits on the same data and settings
+        (None: nowhere), and the label of its files (e.g. "raw", "pca").
+    backend, random_state, n_jobs
+        As :class:`~reduction.estimators.RandomForest`'s; ``progress`` reports each step.
+
+    Attributes
+    ----------
+    cells_
+        Dicts: n_estimators, max_depth, the eight metrics, ``fit_seconds`` (None when scored
+        from a larger forest).
+    best_, place_, method_
+        The best cell (:func:`best_cell`), where the forests ran, the method that ran.
+    forests_grown_, trees_grown_, depths_from_cache_
+        Grown by this call; the depths taken from the cache (all, for a cached truncated grid).
+    seconds_, depth_seconds_, grow_seconds_, score_seconds_, grown_max_depth_
+        Growing and scoring (as first computed, for cached work); per depth ("per_depth"
+        only); growing and scoring, and the depth grown to ("truncate" only, else None).
     """
 
     def __init__(

@@ -35,15 +35,17 @@ import argparse
 import contextlib
 import logging
 import math
-import re
+import os
 import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 from labkit.errors import SettingsError
 from labkit.files import FolderInUse, FolderLock, UnusableOutput, write_json  # noqa: F401  (scripts take them from here)
+from labkit.numbers import int_list  # noqa: F401  (scripts take it from here)
 from labkit.progress import heartbeat, interruption_message  # noqa: F401
 
 SUCCESS = 0
@@ -140,6 +142,7 @@ def run_main(main, argv=None, kept_on_interrupt: str | None = None, restore_sign
 
 def _run(main, argv, kept_on_interrupt: str | None) -> int:
     configure_logging()
+    configure_warnings()
     try:
         result = main(argv)
     except SystemExit as stop:
@@ -191,16 +194,88 @@ class UsageError(ValueError):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is reported in one line (no usage block) with exit code 2."""
+    """argparse, but a bad flag is reported in one line (no usage block) with exit code 2, and a
+    negative number in any notation reaches the flag it follows.
+
+    argparse recognises negative numbers only as ``-1`` or ``-1.5``: it takes ``-1e-3`` (or
+    ``-inf``) for an unknown option and reports ``--lr: expected one argument`` instead of what
+    is wrong with the value. Before parsing, such a number after a flag that takes one value is
+    attached to it as ``--lr=-1e-3`` (argparse's documented form for a value that starts with
+    ``-``); in a flag's list of values it is checked with the flag's type, whose message is then
+    the error.
+    """
 
     def __init__(self, *args, **kwargs) -> None:
+        self.flags: dict[str, argparse.Action] = {}  # every option string and its action
         super().__init__(*args, **kwargs)
-        # argparse takes "-1e-3" for an option, not a (negative) value, and then reports
-        # "expected one argument"; accepting scientific notation gives the real message.
-        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.flags.update(dict.fromkeys(action.option_strings, action))
+        return action
+
+    def parse_known_args(self, args=None, namespace=None):
+        arguments = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(self._negative_values_attached(arguments), namespace)
+
+    def _negative_values_attached(self, arguments: list[str]) -> list[str]:
+        out: list[str] = []
+        action = None  # the flag whose values come next
+        for position, argument in enumerate(arguments):
+            if argument == "--":  # everything after it is a value already
+                return out + arguments[position:]
+            number = _is_negative_number(argument) and argument not in self.flags
+            if argument.startswith("-") and not number:
+                action = self._flag_taking_values(argument)
+                taken = 0
+            elif action is not None:
+                single = action.nargs in (None, "?")
+                if number and single:
+                    out[-1] = f"{out[-1]}={argument}"
+                    action = None
+                    continue
+                if number:
+                    self._reject_if_invalid(action, argument)
+                taken += 1
+                if single or taken == action.nargs:
+                    action = None
+            out.append(argument)
+        return out
+
+    def _flag_taking_values(self, argument: str) -> argparse.Action | None:
+        """The action of ``argument`` (a flag, or an unambiguous abbreviation of a long one) if it
+        takes values after it; None for other flags, unknown ones and ``--flag=value``."""
+        action = self.flags.get(argument)
+        if action is None and "=" not in argument and self.allow_abbrev and argument.startswith("--"):
+            matches = {action for flag, action in self.flags.items() if flag.startswith(argument)}
+            action = matches.pop() if len(matches) == 1 else None
+        return action if action is not None and action.nargs != 0 else None
+
+    def _reject_if_invalid(self, action: argparse.Action, text: str) -> None:
+        """Report ``text`` as ``action``'s type would, if it rejects it (as argparse words it)."""
+        if action.type is None:
+            return
+        try:
+            action.type(text)
+        except argparse.ArgumentTypeError as exc:
+            self.error(f"argument {'/'.join(action.option_strings)}: {exc}")
+        except (TypeError, ValueError):
+            name = getattr(action.type, "__name__", repr(action.type))
+            self.error(f"argument {'/'.join(action.option_strings)}: invalid {name} value: {text!r}")
 
     def error(self, message: str):
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _is_negative_number(text: str) -> bool:
+    """``-1``, ``-1e-3``, ``-.5``, ``-inf``: a minus sign and what ``float`` reads as a number."""
+    if not text.startswith("-"):
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, seed_default: int = 22) -> None:
@@ -255,29 +330,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def int_list(text: str, what: str = "list") -> list[int]:
-    """``START:STOP:STEP`` (STOP included when on the step) or a comma list ``5,10,20``.
-
-    Raises ValueError with a one-line message on a malformed or empty list.
-    """
-    text = text.strip()
-    form = f"expected START:STOP:STEP or a comma list of integers, got {text!r}"
-    try:
-        parts = [int(part) for part in text.split(":" if ":" in text else ",") if part.strip()]
-    except ValueError:
-        raise ValueError(form) from None
-    if ":" in text:
-        if len(parts) != 3:
-            raise ValueError(form)
-        start, stop, step = parts
-        if step < 1:
-            raise ValueError(f"the step must be positive in {text!r}")
-        parts = list(range(start, stop + 1, step))
-    if not parts:
-        raise ValueError(f"the {what} {text!r} is empty")
-    return parts
-
-
 def parsed_by(parse):
     """An argparse ``type`` from a parser that raises ValueError: its message becomes the flag's error."""
 
@@ -325,6 +377,39 @@ def configure_logging(level: int = logging.INFO) -> None:
     # one, and a level set on them stays.
     for name in LIGHTNING_INFO_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# Warnings that do not apply to these scripts' runs, filtered once here at the entry point (the
+# library leaves Lightning's warnings as Lightning gives them).
+INAPPLICABLE_WARNINGS = (
+    ".*smaller than the logging interval.*",  # metrics are logged once per epoch, not per step
+    ".*treespec, LeafSpec.*",  # a deprecation of torch's raised inside Lightning's own code
+)
+
+
+def configure_warnings() -> None:
+    """Ignore the :data:`INAPPLICABLE_WARNINGS` for the rest of the process."""
+    for message in INAPPLICABLE_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+
+
+NVML_CHECK_VARIABLE = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+def prefer_cuda_runtime_check(strategy: str = "auto") -> None:
+    """Let ``torch.cuda.is_available()`` ask the CUDA runtime again, as it does without Lightning.
+
+    Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 for the whole process, so that
+    asking whether CUDA is there initialises nothing a forked process could inherit. With it, a
+    CUDA build of torch asks NVML on every call until CUDA is initialised, and
+    ``torch.optim.Adam.step`` asks on every step, a share of the solo MLP's step on a CPU
+    (``benchmarks/bench_mlp.py``). The MLP scripts start other processes fresh (DDP's launcher
+    runs the script again), so they call this after importing Lightning and before training;
+    with a strategy that forks (``ddp_fork``, ``ddp_notebook``) the variable stays. A library
+    user keeps Lightning's setting.
+    """
+    if "fork" not in strategy and "notebook" not in strategy:
+        os.environ.pop(NVML_CHECK_VARIABLE, None)
 
 
 # Where Lightning's rank-zero info lines ("GPU available", tips, its Ctrl-C message), its device

@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from cli_kit import ACTIVATION_CHOICES, ArgumentParser, FolderLock, add_training_arguments, positive_float, run_script, training_config
+from cli_kit import (ACTIVATION_CHOICES, ArgumentParser, FolderLock, add_training_arguments, positive_float, prefer_cuda_runtime_check,
+                     run_script, training_config)
 
 
 def build_parser() -> ArgumentParser:
@@ -35,6 +36,8 @@ def build_parser() -> ArgumentParser:
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     from lightning_modules.sweep import run_sweep, summary_markdown
+
+    prefer_cuda_runtime_check()  # after Lightning's import, which sets the NVML check
 
     seeds = list(dict.fromkeys(args.seeds)) if args.seeds else None
     with FolderLock(args.out):  # one sweep at a time writes this summary folder

@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from cli_kit import ACTIVATION_CHOICES, ArgumentParser, add_training_arguments, positive_float, positive_int, run_script, training_config
+from cli_kit import (ACTIVATION_CHOICES, ArgumentParser, add_training_arguments, positive_float, positive_int, prefer_cuda_runtime_check,
+                     run_script, training_config)
 
 
 def devices_arg(text: str):
@@ -45,6 +46,7 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     from lightning_modules.training import train_mlp
 
+    prefer_cuda_runtime_check(args.strategy)  # after Lightning's import, which sets the NVML check
     results = train_mlp(training_config(args, lr=args.lr, act=args.act, devices=args.devices, num_nodes=args.num_nodes,
                                         strategy=args.strategy))
     if results["world_size"] > 1 and not _is_rank_zero():

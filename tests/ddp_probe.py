@@ -9,6 +9,11 @@ Writes ``OUT_DIR/rank<r>.json`` per rank: the training rows of every epoch in th
 came (identified by their pixels), the validation rows, the optimizer steps taken, the logged
 validation loss and accuracy, the same two computed here on all validation rows, and the
 device the DataModule's tensors were on when training started.
+
+    python tests/ddp_probe.py DATA_DIR OUT_DIR --devices 2 --train-mlp LOGDIR
+
+instead runs ``train_mlp`` (one epoch, no pictures) into LOGDIR and writes per rank the run
+name and folder its results name.
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ def main() -> None:
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=10)
+    parser.add_argument("--train-mlp", metavar="LOGDIR", help="instead: train_mlp into LOGDIR; record each rank's run")
     args = parser.parse_args()
+    if args.train_mlp:
+        return train_mlp_ranks(args)
 
     import lightning as L
     import torch
@@ -97,6 +105,20 @@ def main() -> None:
         "full_val_acc": full_acc,
         "tensor_device": recorder.tensor_device,
         "root_device": recorder.root_device,
+    }))
+
+
+def train_mlp_ranks(args) -> None:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from lightning_modules.training import TrainConfig, train_mlp
+
+    results = train_mlp(TrainConfig(epochs=1, batch_size=args.batch_size, data_dir=args.data_dir, logdir=args.train_mlp,
+                                    accelerator=args.accelerator, devices=args.devices, strategy="ddp" if args.devices > 1 else "auto",
+                                    echo=False, pictures=False))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"rank{rank_zero_only.rank}.json").write_text(json.dumps({
+        "world_size": results["world_size"], "run": results["run"], "log_dir": results["log_dir"],
     }))
 
 

@@ -31,14 +31,19 @@ def _probe(data_dir, out, *args):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def ddp_data(tmp_path_factory):
     from datamodules.synthetic import write_synthetic_csvs
 
-    root = tmp_path_factory.mktemp("ddp")
+    data = tmp_path_factory.mktemp("ddp") / "data"
     # 600 rows: 500 training rows (250 per rank, 25 batches of 10) and 100 validation rows.
-    write_synthetic_csvs(root / "data", n_train=600, n_test=240, seed=0)
-    one = _probe(root / "data", root / "one", "--devices", "1")
-    two = _probe(root / "data", root / "two", "--devices", "2")
+    write_synthetic_csvs(data, n_train=600, n_test=240, seed=0)
+    return data
+
+
+@pytest.fixture(scope="module")
+def runs(ddp_data):
+    one = _probe(ddp_data, ddp_data.parent / "one", "--devices", "1")
+    two = _probe(ddp_data, ddp_data.parent / "two", "--devices", "2")
     return one, two
 
 
@@ -75,6 +80,21 @@ def test_logged_metrics_are_reduced_across_the_ranks(runs):
         assert two[rank]["logged_val_loss"] == pytest.approx(two[rank]["full_val_loss"], rel=1e-4)
         assert two[rank]["logged_val_acc"] == pytest.approx(two[rank]["full_val_acc"], abs=1e-6)
     assert two[0]["logged_val_loss"] == pytest.approx(two[1]["logged_val_loss"], rel=1e-6)
+
+
+def test_every_rank_reports_the_one_run_folder_the_first_rank_claimed(ddp_data, tmp_path):
+    """train_mlp on two processes, where an earlier run already holds the setting's name: the first
+    rank claims relu_lr1e-03_run2, and the rank Lightning starts learns that name from it (its own
+    guess would be relu_lr1e-03)."""
+    logdir = tmp_path / "runs"
+    earlier = logdir / "mlp" / "relu_lr1e-03"
+    earlier.mkdir(parents=True)
+    ranks = _probe(ddp_data, tmp_path / "named", "--devices", "2", "--train-mlp", logdir)
+    assert sorted(ranks) == [0, 1] and all(rank["world_size"] == 2 for rank in ranks.values())
+    run = logdir / "mlp" / "relu_lr1e-03_run2"
+    assert [(rank["run"], rank["log_dir"]) for rank in ranks.values()] == [(run.name, str(run))] * 2
+    assert sorted(path.name for path in (logdir / "mlp").iterdir()) == [earlier.name, run.name]  # one new folder
+    assert (run / "results.json").is_file() and not any(earlier.iterdir())
 
 
 @requires_cuda

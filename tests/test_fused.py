@@ -363,7 +363,7 @@ def test_fit_through_lightning_reports_each_member_as_train_mlp_does(synthetic_d
     # Seed 22 for the member and the data: the fused relu member is train_mlp's run, exactly.
     members = [MemberSpec("relu", 1e-4, 22), MemberSpec("linear", 1e-3, 5), MemberSpec("relu", 1e-9, 22)]
     csv = CSVLogger(tmp_path, name="fused")
-    fused = train_fused(members, data_dir=synthetic_data_dir, epochs=2, accelerator="cpu", data_seed=22, logger=csv)
+    fused = train_fused(members, TrainConfig(data_dir=str(synthetic_data_dir), epochs=2, accelerator="cpu", seed=22), logger=csv)
     solo = train_mlp(TrainConfig(lr=1e-4, act="relu", epochs=2, seed=22, data_dir=str(synthetic_data_dir),
                                  logdir=str(tmp_path / "runs"), accelerator="cpu", echo=False))
 
@@ -424,7 +424,8 @@ def test_the_training_path_is_chosen_once_at_fit_start(synthetic_data_dir, monke
     relu_linear = [MemberSpec("relu", 1e-3, 1), MemberSpec("linear", 1e-3, 2)]
     with_tanh = [MemberSpec("tanh", 1e-3, 1), MemberSpec("relu", 1e-3, 2)]
     for members, explicit in ((relu_linear, True), (relu_linear, False), (with_tanh, True)):
-        run = train_fused(members, data_dir=synthetic_data_dir, epochs=2, accelerator="cpu", test=False, explicit_gradients=explicit)
+        run = train_fused(members, TrainConfig(data_dir=str(synthetic_data_dir), epochs=2, accelerator="cpu"), test=False,
+                          explicit_gradients=explicit)
         assert run["optimizer_steps"] > 2 * len(run["datamodule"].train_dataloader())  # several batches per Lightning step
     assert chosen == ["explicit", "autograd", "autograd"]  # once per fit, not per step
 

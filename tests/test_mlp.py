@@ -194,6 +194,21 @@ def test_run_names_and_fresh_folders(synthetic_data_dir, tmp_path):
     assert json.loads((tmp_path / "mlp" / "linear_lr1e-05" / "results.json").read_text())["run"] == "linear_lr1e-05"
 
 
+def test_library_runs_give_lightnings_warnings_as_lightning_gives_them(synthetic_data_dir, tmp_path):
+    """The library filters no warning (the scripts' entry point does, once): a library user running
+    either path sees Lightning's note that 16 batches per epoch are fewer than its logging interval."""
+    from lightning.pytorch.utilities.warnings import PossibleUserWarning
+
+    from lightning_modules.fused import member_specs, train_fused
+
+    config = TrainConfig(epochs=1, data_dir=str(synthetic_data_dir), logdir=str(tmp_path), accelerator="cpu", echo=False,
+                         pictures=False)
+    with pytest.warns(PossibleUserWarning, match="smaller than the logging interval"):
+        train_mlp(config)
+    with pytest.warns(PossibleUserWarning, match="smaller than the logging interval"):
+        train_fused(member_specs(["relu"], [1e-3]), config, logger=[HistoryLogger()], batches_per_step=1)
+
+
 def test_flush_denormals_flushes_inside_nested_blocks_and_restores():
     from lightning_modules.training import flush_denormals
 

@@ -19,7 +19,6 @@ from lightning_modules.pictures import (
     TAG_MISCLASSIFIED,
     TAG_TRAIN_IMAGES,
     HistogramLogger,
-    confusion_counts,
     predict_with_hidden,
     training_grid,
     write_pictures,
@@ -108,9 +107,7 @@ def test_hidden_features_are_the_second_hidden_layer(tiny):
     assert model.training  # the mode is put back
 
 
-def test_confusion_counts_and_training_grid_without_augmentation():
-    counts = confusion_counts(np.array([0, 0, 2, 24]), np.array([0, 2, 2, 0]), [0, 2, 24])
-    assert counts.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
+def test_training_grid_without_augmentation():
     images = torch.zeros(3, 784)
     images[1] = 255
     grid = training_grid(images, count=2, columns=2, zoom=1)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from labkit.errors import SettingsError
 from labkit.files import write_json
+from labkit.numbers import int_list
 from labkit.progress import duration as elapsed_text  # noqa: F401  (12.3 s, 4 min 05 s: the report's and runner's name)
 from labkit.timing import StepTimer
 
@@ -374,14 +375,8 @@ def _convert(text: str, type_name: str):
         return None if text.lower() == "none" else _convert(text, type_name[: -len("|None")])
     if type_name.startswith("tuple["):
         element = type_name[len("tuple["):].split(",")[0]
-        if element == "int" and ":" in text:
-            parts = text.split(":")
-            if len(parts) != 3:
-                raise ValueError("expected START:STOP:STEP")
-            start, stop, step = (_convert(part, "int") for part in parts)
-            if step < 1:
-                raise ValueError("the step must be positive")
-            return tuple(range(start, stop + 1, step))
+        if element == "int" and text:
+            return tuple(int_list(text))
         return tuple(_convert(part.strip(), element) for part in text.split(",") if part.strip())
     if type_name == "int":
         try:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit.files import write_json, write_text
+from labkit.numbers import with_spread
 from whole_study.parts import PART_NAMES, PARTS, elapsed_text
 from whole_study.reference import load_reference
 
@@ -515,9 +516,8 @@ def _mlp_details(out_dir, results) -> list:
         return _missing("mlp")
     profile, timing, params = part["profile"], part["timing"], part["params"]
 
-    def spread(row, key, digits=4):
-        value, sd = row.get(key), row.get(f"{key}_std")
-        return "—" if value is None else (f"{value:.{digits}f} ± {sd:.{digits}f}" if sd is not None else f"{value:.{digits}f}")
+    def spread(row, key):
+        return with_spread(row.get(key), row.get(f"{key}_std"), missing="—")
 
     several = any(len(row["seeds"]) > 1 for row in part["settings"])
     rows = [[row["act"], f"{row['lr']:g}", spread(row, "test_loss"), spread(row, "test_acc"), spread(row, "best_val_acc"),

@@ -34,7 +34,7 @@ from lightning_modules.fused.adam import MemberAdam
 from lightning_modules.fused.backward import ExplicitTraining
 from lightning_modules.fused.graph import GraphedTraining, GraphedTrainStep
 from lightning_modules.mlp_module import ACTIVATIONS, MLPClassifier, Normalization, StagedSteps
-from lightning_modules.training import run_name
+from lightning_modules.training import best_epoch, run_name
 
 
 @dataclass(frozen=True)
@@ -449,7 +449,7 @@ class FusedMLPs(StagedSteps):
         """
         member = self.members[index]
         rows = [dict(row) for row in self.history[index]]
-        best = max(rows, key=lambda row: row.get("val/acc", float("-inf"))) if rows else {}
+        best = best_epoch(rows)
         return {
             "act": member.act,
             "lr": member.lr,

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules import REFERENCE_SEED, letter, reference_sample
+from labkit import confusion
 from labkit.figures import image_grid, plt, save
 from labkit.progress import report, stage
 from reduction.backend import where
@@ -257,8 +258,7 @@ def _refit_step(study: StudyRun, name: str, best: dict, fits: _ForestFits, test_
     del forest
     study.figure(f"forest_{name}_confusion", plot_confusion(
         test_labels, predicted,
-        f"Random forest on {feature_name} (n_estimators={best['n_estimators']}, "
-        f"max_depth={best['max_depth']}): test accuracy {test['test_accuracy']:.3f}",
+        f"Random forest on {feature_name} (n_estimators={best['n_estimators']}, max_depth={best['max_depth']}): test set",
         study.out_dir / f"forest_{name}_confusion.png"))
     _say(f"best on {feature_name}: n_estimators={best['n_estimators']}, max_depth={best['max_depth']}, "
          f"validation accuracy {best['val_accuracy']:.4f}, test accuracy {test['test_accuracy']:.4f}")
@@ -414,23 +414,5 @@ def plot_grid_heatmap(grid: ForestGridSearch, feature_name: str, path: str | os.
 
 
 def plot_confusion(y_true, y_pred, title: str, path: str | os.PathLike) -> Path:
-    """The confusion matrix of the test letters, counts written in the cells."""
-    from sklearn.metrics import confusion_matrix
-
-    labels = np.union1d(np.unique(y_true), np.unique(y_pred))
-    matrix = confusion_matrix(y_true, y_pred, labels=labels)
-    names = [letter(label) for label in labels]
-    fig, ax = plt.subplots(figsize=(0.36 * len(labels) + 2.5, 0.36 * len(labels) + 2))
-    image = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="test images")
-    ax.set_xticks(range(len(labels)), names)
-    ax.set_yticks(range(len(labels)), names)
-    ax.set_xlabel("predicted letter")
-    ax.set_ylabel("true letter")
-    threshold = matrix.max() / 2
-    for (row, col), count in np.ndenumerate(matrix):
-        if count:
-            ax.text(col, row, str(count), ha="center", va="center", fontsize=5,
-                    color="white" if count > threshold else "black")
-    ax.set_title(title, fontsize=9)
-    return save(fig, path)
+    """The test letters' confusion matrix (:func:`labkit.confusion.confusion_figure`) as a PNG."""
+    return save(confusion.confusion_figure(y_true, y_pred, letter, title), path)
