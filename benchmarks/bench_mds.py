@@ -7,10 +7,11 @@ The embed study's MDS input: ``--rows`` rows (default 5,000) of the training par
 pixels, the study's reference sample, float64; the reference's settings (n_init 4, max_iter 300,
 random starts, eps as reduction.estimators.embedding.reference_mds_eps gives). Four ways:
 
-* scikit-learn, serial draws (``reduction.estimators.MDS``, n_jobs=None): the starts one after
-  another from one random stream, the reference's way and the baseline of the ratios;
+* scikit-learn, serial draws (``sklearn.manifold.MDS`` with the parameters the project's MDS
+  wrapper gives it, n_jobs=None): the starts one after another from one random stream, the
+  reference's way and the baseline of the ratios;
 * scikit-learn, seeded draws (n_jobs=-1): one seed per start, the starts in parallel
-  processes, the embed study's way today;
+  processes, the embed study's way before the torch SMACOF became the CPU's MDS;
 * torch SMACOF (``reduction.torch_places.smacof.TorchSMACOF``), the same serial draws, and
 * torch SMACOF, the same seeded draws: all 4 starts as one batch in this process, torch's
   CPU threads (as many as torch uses by default).
@@ -57,8 +58,11 @@ def main(argv=None) -> None:
     import sklearn
     import torch
 
-    from reduction.estimators import MDS
-    from reduction.estimators.embedding import reference_mds_eps
+    from joblib import effective_n_jobs
+    from sklearn.manifold import MDS as SkMDS
+
+    from reduction.backend import parameter_names
+    from reduction.estimators.embedding import reference_mds_eps, sklearn_mds_kwargs
     from reduction.torch_places.smacof import TorchSMACOF
 
     images = load_splits(val_fraction=REDUCTION_VAL_FRACTION, seed=args.seed).train_images
@@ -71,8 +75,12 @@ def main(argv=None) -> None:
           flush=True)
 
     def sklearn_way(n_jobs):
-        return lambda: MDS(n_init=args.n_init, max_iter=args.max_iter, random_state=args.seed, backend="sklearn",
-                           n_jobs=n_jobs).fit(X)
+        # scikit-learn's MDS itself, built with the parameters the MDS wrapper gives it (its
+        # backend="sklearn" now runs the torch SMACOF on the CPU, see reduction/backend.py).
+        workers = None if n_jobs is None else max(2, min(args.n_init, effective_n_jobs(n_jobs)))
+        params = sklearn_mds_kwargs(parameter_names(SkMDS), sklearn.__version__, args.seed, n_init=args.n_init,
+                                    max_iter=args.max_iter, n_jobs=workers)
+        return lambda: SkMDS(**params).fit(X)
 
     def torch_way(n_jobs):
         return lambda: TorchSMACOF(n_init=args.n_init, max_iter=args.max_iter, eps=eps, init="random",
